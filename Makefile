@@ -1,0 +1,40 @@
+# Tacet: the Makefile is the single entry point. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU install takes the pinned torch build; override for a CUDA install (see README).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test test-fast lint bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install tacet with its dev tools
+
+run: install ## install, then run the main job on the embedded default
+	$(VENV)/bin/tacet demo
+
+test: install ## install, then lint and run the whole test suite
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+test-fast: install ## unit tests only
+	$(PY) -m pytest -m "not integration and not slow"
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check .
+
+bench: install ## engine forward benchmark (prints a table)
+	$(PY) bench/bench_forward.py
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache
