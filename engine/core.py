@@ -94,10 +94,18 @@ class EngineCore:
     # -- requests ---------------------------------------------------------------------------
 
     def compile(
-        self, taxonomy: dict[str, Any], *, code_seed: int | None = None
+        self,
+        taxonomy: dict[str, Any],
+        *,
+        code_seed: int | None = None,
+        single_token_codes: bool = True,
     ) -> CompiledTaxonomy:
         return compile_taxonomy(
-            taxonomy, self.tokenizer, pad_token_id=self.pad_id, code_seed=code_seed
+            taxonomy,
+            self.tokenizer,
+            pad_token_id=self.pad_id,
+            code_seed=code_seed,
+            single_token_codes=single_token_codes,
         )
 
     def template(self, compiled: CompiledTaxonomy) -> CanvasTemplate:
