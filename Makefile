@@ -33,8 +33,9 @@ test-fast: install ## unit tests only
 lint: install ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: install ## engine forward benchmark (prints a table)
+bench: install ## engine benchmarks (each prints a table of ratios)
 	$(PY) bench/bench_forward.py
+	PYTHONPATH=. $(PY) bench/bench_classify.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
