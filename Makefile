@@ -35,7 +35,7 @@ lint: install ## ruff
 
 bench: install ## engine benchmarks (each prints a table of ratios)
 	$(PY) bench/bench_forward.py
-	PYTHONPATH=. $(PY) bench/bench_classify.py
+	$(PY) bench/bench_classify.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

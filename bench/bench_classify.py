@@ -26,7 +26,7 @@ from engine import load_model, load_tokenizer
 from engine.canvas import build_canvas
 from engine.core import EngineConfig, EngineCore
 from engine.models import DiffusionTransformer
-from tests.fixtures.tiny_models import write_tiny_checkpoint
+from engine.testing import write_tiny_checkpoint
 
 WORDS = "heart tumour nerve brain vessel cell drug trial patient dose scan gene".split()  # noqa: SIM905
 

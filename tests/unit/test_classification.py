@@ -9,7 +9,7 @@ from engine import load_model, load_tokenizer
 from engine.canvas import build_canvas
 from engine.core import EngineConfig, EngineCore
 from engine.taxonomy import CompiledTaxonomy
-from tests.fixtures.tiny_models import FAMILIES, write_tiny_checkpoint
+from tests.fixtures import FAMILIES, write_tiny_checkpoint
 
 WORDS = [
     "heart",

@@ -19,7 +19,7 @@ from engine.errors import (
     UnknownModelType,
 )
 from engine.models import DiffusionTransformer, family_for
-from tests.fixtures.tiny_models import (
+from tests.fixtures import (
     FAMILIES,
     REFERENCE_CONFIGS,
     REFERENCE_PARAMETER_COUNTS,

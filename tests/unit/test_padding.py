@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import load_model
-from tests.fixtures.tiny_models import FAMILIES, write_tiny_checkpoint
+from tests.fixtures import FAMILIES, write_tiny_checkpoint
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine import load_model
-from tests.fixtures.tiny_models import FAMILIES, load_goldens, sha256_file, write_tiny_checkpoint
+from tests.fixtures import FAMILIES, load_goldens, sha256_tensors, write_tiny_checkpoint
 
 CASES = ("unpadded.0", "unpadded.1", "unpadded.2", "right", "left")
 
@@ -27,8 +27,8 @@ def family_goldens(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 def test_checkpoint_is_the_one_the_goldens_were_made_from(family_goldens) -> None:
     _, meta, _, directory = family_goldens
-    expected = meta["checkpoint_sha256"]["model.safetensors"]
-    assert sha256_file(directory / "model.safetensors") == expected
+    expected = meta["checkpoint_sha256"]["tensors"]
+    assert sha256_tensors(directory / "model.safetensors") == expected
 
 
 @pytest.mark.parametrize("case", CASES)
