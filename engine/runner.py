@@ -7,6 +7,7 @@ from torch import Tensor
 
 from engine.decoding import Row
 from engine.models import DiffusionTransformer
+from kernels import SlotOps
 
 __all__ = ["ModelRunner"]
 
@@ -16,6 +17,9 @@ class ModelRunner:
         self.model = model
         self.device = next(model.parameters()).device
         self.max_batch_tokens = max_batch_tokens
+        # Chosen once: a Triton kernel on CUDA where available, else the chunked torch twin.
+        # Neither materialises [slots, vocab] logits.
+        self.ops = SlotOps.for_device(self.device)
 
     @torch.inference_mode()
     def run(self, rows: list[Row]) -> list[list[Tensor]]:
@@ -58,8 +62,11 @@ class ModelRunner:
         return results
 
     def score_slots(self, slots: Tensor, candidates: list[Tensor]) -> list[Tensor]:
-        logits = self.model.logits_from_hidden(slots).float()  # [N, V]
-        lse = torch.logsumexp(logits, dim=-1)  # [N]
-        return [
-            (logits[i, c.to(self.device)] - lse[i]).cpu() for i, c in enumerate(candidates)
-        ]
+        """Final norm, then log-probs of each slot's candidates over the whole vocabulary."""
+        width = max(len(c) for c in candidates)
+        ids = torch.stack(  # [N, K]: pad each row with its own first candidate, sliced off below
+            [torch.cat([c, c[:1].expand(width - len(c))]) for c in candidates]
+        ).to(self.device)
+        normed = self.model.norm(slots)  # [N, d]
+        logp = self.ops.slot_logprobs(normed, self.model.head.weight, ids).logprobs().cpu()
+        return [logp[i, : len(c)] for i, c in enumerate(candidates)]

@@ -13,6 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway import _cli_demo
 
     _cli_demo.register(sub)
+    from gateway import _cli_zdr
+    _cli_zdr.register(sub)
     return parser
 
 
