@@ -37,8 +37,20 @@ def host_section(args: argparse.Namespace) -> Section:
     return Section("host", check_host(Path(args.root)), not args.warn_host, notes)
 
 
+def engine_section(args: argparse.Namespace) -> Section:
+    """Which answer-slot scoring implementation the engine would choose on this host."""
+    import torch
+
+    from kernels import SlotOps
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ops = SlotOps.for_device(device)
+    reason = f"{ops.name} on {device}; neither path materialises [slots, vocab] logits"
+    return Section("engine", (Check("slot_scoring", Verdict.OK, reason),), enforced=False)
+
+
 # Builders run in order; each takes the parsed arguments and returns one section.
-SECTION_BUILDERS: list[Callable[[argparse.Namespace], Section]] = [host_section]
+SECTION_BUILDERS: list[Callable[[argparse.Namespace], Section]] = [host_section, engine_section]
 
 
 def build_report(args: argparse.Namespace) -> list[Section]:

@@ -301,7 +301,7 @@ def test_report_json_lists_sections(safe_root: Path, capsys: pytest.CaptureFixtu
     report = json.loads(out)
     assert code == 1
     assert report["ok"] is False
-    (section,) = report["sections"]
+    section = report["sections"][0]
     assert section["name"] == "host"
     assert section["enforced"] is True
     assert [c["name"] for c in section["checks"]] == CHECK_NAMES
@@ -333,12 +333,22 @@ def test_other_sections_plug_in(
     safe_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def extra(args: argparse.Namespace) -> _cli_zdr.Section:
-        return _cli_zdr.Section("engine", [Check("isolation", Verdict.UNSAFE, "no netns")])
+        return _cli_zdr.Section("gateway", [Check("isolation", Verdict.UNSAFE, "no netns")])
 
     monkeypatch.setattr(_cli_zdr, "SECTION_BUILDERS", [*_cli_zdr.SECTION_BUILDERS, extra])
     code, out = run(capsys, "--json", "--root", str(safe_root))
     assert code == 1
-    assert [s["name"] for s in json.loads(out)["sections"]] == ["host", "engine"]
+    assert [s["name"] for s in json.loads(out)["sections"]] == ["host", "engine", "gateway"]
+
+
+def test_engine_section_names_the_slot_scoring_implementation(
+    safe_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _code, out = run(capsys, "--json", "--root", str(safe_root))
+    engine = next(s for s in json.loads(out)["sections"] if s["name"] == "engine")
+    (check,) = engine["checks"]
+    assert check["name"] == "slot_scoring"
+    assert check["reason"].split()[0] in {"torch-chunked", "triton"}
 
 
 def test_tacet_command_line_routes_to_the_report(
