@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # A CPU install takes the pinned torch build; override for a CUDA install (see README).
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# checkov pins packages that clash with ours (networkx, boto3), so it gets its own environment.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 .PHONY: help install run test test-fast lint bench clean
 
@@ -20,12 +23,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install tacet with its dev tools
 
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov
+
 run: install ## install, then run the main job on the embedded default
 	$(VENV)/bin/tacet demo
 
-test: install ## install, then lint and run the whole test suite
+test: install $(CHECKOV) ## install, then lint and run the whole test suite
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	TACET_CHECKOV=$(abspath $(CHECKOV)) $(PY) -m pytest
 
 test-fast: install ## unit tests only
 	$(PY) -m pytest -m "not integration and not slow"
@@ -38,4 +45,4 @@ bench: install ## engine benchmarks (each prints a table of ratios)
 	$(PY) bench/bench_classify.py
 
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache

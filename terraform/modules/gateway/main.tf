@@ -35,7 +35,8 @@ locals {
   # ranges as well as the VPC (health checks); the security group still admits only the NLB.
   host_allowed_cidrs = distinct(concat(var.allowed_client_cidrs, [var.vpc_cidr_block]))
 
-  # EC2 caps user data at 16 KiB before base64; it is sent gzip-compressed.
+  # EC2 caps user data at 16 KiB before base64; the rendered template is over 20 KiB (unit
+  # files included), so it is sent gzip-compressed, which cloud-init unpacks.
   user_data_b64 = base64gzip(local.user_data)
 }
 
