@@ -17,12 +17,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from recipes.errors import AptError, VocabularyError
 
 __all__ = [
     "APT_LANGUAGE_OPTION",
     "IndexFile",
+    "download_debtags_vocabulary",
     "find_debtags_vocabulary",
     "list_index_files",
     "read_index_lines",
@@ -105,7 +107,17 @@ def _apt_helper() -> str | None:
     return None
 
 
-_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
+def _open_text(path: Path) -> IO[str]:
+    """Open an index file apt kept uncompressed or in a format the stdlib reads."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.suffix in (".xz", ".lzma"):
+        return lzma.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rt", encoding="utf-8")
+    if path.suffix in (".lz4", ".zst"):
+        raise AptError(f"{path.name} needs apt-helper to decompress; install apt")
+    return path.open(encoding="utf-8")
 
 
 def read_index_lines(path: Path) -> Iterator[str]:
@@ -115,24 +127,17 @@ def read_index_lines(path: Path) -> Iterator[str]:
     cat-file reads every format apt writes. Without it, the stdlib formats still work.
     """
     helper = _apt_helper()
-    if helper is not None:
-        with subprocess.Popen(
-            [helper, "cat-file", str(path)], stdout=subprocess.PIPE, text=True, encoding="utf-8"
-        ) as proc:
-            assert proc.stdout is not None
-            yield from proc.stdout
-        if proc.returncode != 0:
-            raise AptError(f"apt-helper cat-file failed on {path.name}")
-        return
-    opener = _OPENERS.get(path.suffix)
-    if opener is None and path.suffix in (".lz4", ".zst"):
-        raise AptError(f"{path.name} needs apt-helper to decompress; install apt")
-    if opener is None:
-        with path.open(encoding="utf-8") as src:
+    if helper is None:
+        with _open_text(path) as src:
             yield from src
         return
-    with opener(path, "rt", encoding="utf-8") as src:
-        yield from src
+    with subprocess.Popen(
+        [helper, "cat-file", str(path)], stdout=subprocess.PIPE, text=True, encoding="utf-8"
+    ) as proc:
+        assert proc.stdout is not None
+        yield from proc.stdout
+    if proc.returncode != 0:
+        raise AptError(f"apt-helper cat-file failed on {path.name}")
 
 
 def find_debtags_vocabulary() -> Path | None:

@@ -201,6 +201,32 @@ def test_index_files_are_read_through_their_compression(tmp_path: Path) -> None:
     assert names == ["alpha-tool", "beta-game", "gamma-doc", "orphan", "terse", "alpha-tool"]
 
 
+def test_index_files_are_read_without_apt_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lzma
+
+    from recipes import apt
+
+    monkeypatch.setattr(apt, "_apt_helper", lambda: None)
+    plain, packed = tmp_path / "Packages", tmp_path / "Packages.xz"
+    plain.write_text(PACKAGES, encoding="utf-8")
+    with lzma.open(packed, "wt", encoding="utf-8") as out:
+        out.write(PACKAGES)
+    assert list(apt.read_index_lines(plain)) == list(apt.read_index_lines(packed))
+    assert sum(1 for s in iter_stanzas(apt.read_index_lines(packed))) == 6
+
+
+def test_malformed_dataset_row_is_a_dataset_error(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"name": "x", "text": "t"}\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match="lacks field"):
+        list(read_jsonl(path))
+    path.write_text("not json\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="line 1"):
+        list(read_jsonl(path))
+
+
 # --- split and the held-out guard -------------------------------------------------------------
 
 
