@@ -249,19 +249,21 @@ class DocumentDecoder:
         return all(f.done for f in self.facets)
 
     def rows(self) -> list[Row]:
-        merged: dict[tuple[int, ...], Row] = {}
+        merged: dict[tuple[int, ...], int] = {}  # canvas -> index in `rows`
+        rows: list[Row] = []
         self._routes = []
         for decoder in self.facets:
             if decoder.done:
                 continue
             route = []
             for row in decoder.rows():
-                target = merged.setdefault(row.ids, Row(row.ids))
-                index = list(merged).index(row.ids) if len(merged) > 1 else 0
-                route.append((index, len(target.reads), len(row.reads)))
-                target.reads.extend(row.reads)
+                index = merged.setdefault(row.ids, len(rows))
+                if index == len(rows):
+                    rows.append(Row(row.ids))
+                route.append((index, len(rows[index].reads), len(row.reads)))
+                rows[index].reads.extend(row.reads)
             self._routes.append((decoder, route))
-        return list(merged.values())
+        return rows
 
     def update(self, results: list[list[Tensor]]) -> None:
         """results[row][read]: log-probs over that read's candidates."""

@@ -9,7 +9,7 @@ Conversation:
     gateway -> engine  Classify(call_id, ...)  engine -> gateway  DocumentDone* then CallDone
     gateway -> engine  Abort(call_id)          engine -> gateway  CallDone(aborted=True)
     gateway -> engine  Health()                engine -> gateway  HealthReport(...)
-    gateway -> engine   Shutdown()                     engine exits after finishing nothing new
+    gateway -> engine  Shutdown()              engine exits (it starts nothing new)
 
 ZDR: document text travels only in `Classify.texts`; labels only in `DocumentDone`. `Error.kind`
 is a constant from `ErrorKind`, never an exception message.
