@@ -87,7 +87,8 @@ class EngineCore:
             use_chat_template=self.config.use_chat_template,
             document_token_budget=self.config.document_token_budget,
         )
-        self._templates: dict[int, CanvasTemplate] = {}
+        self._templates: dict[int, tuple[CompiledTaxonomy, CanvasTemplate]] = {}
+        self._undelivered: list[DocumentResult] = []  # finished while classify() was stepping
         self._active: list[_Active] = []
         self._counter = itertools.count()
 
@@ -109,16 +110,19 @@ class EngineCore:
         )
 
     def template(self, compiled: CompiledTaxonomy) -> CanvasTemplate:
-        key = id(compiled)  # compiled taxonomies are cached, so identity is stable
-        if key not in self._templates:
-            self._templates[key] = build_template(
+        # Keyed by identity (compiled taxonomies are cached); the entry keeps the taxonomy alive
+        # so its id cannot be reused by another object while the entry exists.
+        entry = self._templates.get(id(compiled))
+        if entry is None or entry[0] is not compiled:
+            template = build_template(
                 compiled,
                 self.tokenizer,
                 mask_token_id=self.mask_id,
                 read_shift=self.read_shift,
                 prompt=self.prompt,
             )
-        return self._templates[key]
+            entry = self._templates[id(compiled)] = (compiled, template)
+        return entry[1]
 
     def add_request(
         self,
@@ -163,6 +167,11 @@ class EngineCore:
         return batch
 
     def step(self) -> list[DocumentResult]:
+        """One forward pass over a scheduled batch; returns the documents that finished."""
+        finished_before, self._undelivered = self._undelivered, []
+        return finished_before + self._step()
+
+    def _step(self) -> list[DocumentResult]:
         batch = self.schedule()
         flat = [row for _, rows in batch for row in rows]
         results = self.runner.run(flat) if flat else []
@@ -208,6 +217,9 @@ class EngineCore:
         self.add_request(request_id, compiled, texts, mode, threshold)
         out: dict[int, DocumentResult] = {}
         while any(a.request_id == request_id for a in self._active):
-            for result in self.step():
-                out[result.index] = result
+            for result in self._step():
+                if result.request_id == request_id:
+                    out[result.index] = result
+                else:  # another request's document: hand it to the next step() caller
+                    self._undelivered.append(result)
         return [out[i] for i in range(len(texts))]

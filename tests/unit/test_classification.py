@@ -194,3 +194,17 @@ def test_codes_can_be_reassigned(core: EngineCore) -> None:
 def test_compiled_taxonomy_is_cached(core: EngineCore) -> None:
     assert core.compile(taxonomy()) is core.compile(taxonomy())
     assert core.compile(taxonomy()) is not core.compile(taxonomy(n_topics=5))
+
+
+def test_classify_keeps_other_requests_results(core: EngineCore) -> None:
+    """classify() steps the shared loop; documents of other requests are not lost."""
+    compiled = core.compile(taxonomy())
+    core.add_request("other", compiled, documents(3, seed=9))
+    mine = core.classify(compiled, documents(2, seed=10))
+    assert [r.index for r in mine] == [0, 1]
+    others = []
+    while core.has_work or not others:
+        others += [r for r in core.step() if r.request_id == "other"]
+        if not core.has_work:
+            break
+    assert sorted(r.index for r in others) == [0, 1, 2]
