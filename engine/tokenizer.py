@@ -16,6 +16,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
+from engine._qwen2_tokenizer import qwen2_tokenizer_from_files
 from engine.errors import TokenizerError
 
 __all__ = ["ModelTokenizer", "load_tokenizer"]
@@ -63,13 +64,22 @@ def _raise_template_error(message: str) -> None:
 def load_tokenizer(path: str | Path) -> ModelTokenizer:
     model_dir = Path(path)
     tokenizer_file = model_dir / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise TokenizerError("no tokenizer.json in model directory")
-    try:
-        tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    except Exception as exc:  # the Rust side raises plain Exception
-        raise TokenizerError(f"tokenizer.json is unusable ({type(exc).__name__})") from None
     config = _read_json(model_dir / "tokenizer_config.json")
+    if tokenizer_file.is_file():
+        source = tokenizer_file.read_bytes()
+        try:
+            tokenizer = Tokenizer.from_str(source.decode("utf-8"))
+        except Exception as exc:  # the Rust side raises plain Exception
+            raise TokenizerError(f"tokenizer.json is unusable ({type(exc).__name__})") from None
+    elif (model_dir / "vocab.json").is_file() and (model_dir / "merges.txt").is_file():
+        # Dream ships vocab.json + merges.txt with a Qwen2-style tokenizer class of its own.
+        source = (model_dir / "vocab.json").read_bytes() + (model_dir / "merges.txt").read_bytes()
+        try:
+            tokenizer = qwen2_tokenizer_from_files(model_dir, config)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TokenizerError(f"vocab.json/merges.txt unusable ({type(exc).__name__})") from None
+    else:
+        raise TokenizerError("no tokenizer.json (or vocab.json + merges.txt) in model directory")
     template = config.get("chat_template")
     if isinstance(template, list):  # named templates: take the default one
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
@@ -82,7 +92,7 @@ def load_tokenizer(path: str | Path) -> ModelTokenizer:
         for key in ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")
         if config.get(key) is not None
     }
-    fingerprint = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()
+    fingerprint = hashlib.sha256(source).hexdigest()
     template = template if isinstance(template, str) else None
     return ModelTokenizer(tokenizer, template, special, fingerprint)
 
