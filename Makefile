@@ -27,8 +27,8 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet checkov
 
-run: install ## install, then run the main job on the embedded default
-	$(VENV)/bin/tacet demo
+run: install ## install, then serve the gateway on the embedded default (see README)
+	$(VENV)/bin/tacet serve --dev
 
 test: install $(CHECKOV) ## install, then lint and run the whole test suite
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_demo.register(sub)
     from gateway import _cli_zdr
     _cli_zdr.register(sub)
+    from gateway import _cli_serve
+    _cli_serve.register(sub)
     return parser
 
 

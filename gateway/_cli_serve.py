@@ -1,0 +1,161 @@
+"""`tacet serve`: the HTTPS gateway (Litestar on granian) and its supervised engine process.
+
+Process tree: `tacet serve` becomes granian's main process (it binds the TLS socket and answers
+signals); one granian worker runs the Litestar app, whose lifespan starts the engine process
+through `SupervisedEngine`. Signals to the main process:
+- SIGTERM / SIGINT: the worker stops accepting, drains in-flight requests, then the app's
+  lifespan stops the engine (graceful shutdown).
+- SIGHUP: granian starts a new worker (which re-reads the TLS certificate and key), waits, then
+  stops the old one; see `gateway.tls` for what that costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import ServeSettings, SettingsError, TLSSettings
+
+__all__ = ["prepare", "register", "run", "serve", "settings_from_args"]
+
+TINY_MODEL_SUBDIR = Path("models") / "tiny-random"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="serve the HTTPS API (TLS 1.3) and its engine")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1; env TACET_HOST)")
+    parser.add_argument("--port", type=int, help="TLS port (default 8443; env TACET_PORT)")
+    parser.add_argument("--data-dir", type=Path, help="state directory (default .tacet)")
+    parser.add_argument("--model", type=Path, help="model directory (--dev default: tiny random)")
+    parser.add_argument("--dev", action="store_true", help="embedded default: local CA, dev key")
+    parser.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="server private key (PEM, PKCS#8)")
+    parser.add_argument("--tls-client-ca", type=Path, help="require client certs from this CA")
+    parser.add_argument(
+        "--taxonomy-dir", type=Path, action="append", default=[],
+        help="load every *.json taxonomy in this directory (repeatable)",
+    )
+    parser.add_argument(
+        "--unsafe-tls12", action="store_true",
+        help="UNSAFE: also accept TLS 1.2 clients (default: TLS 1.3 only)",
+    )
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None
+) -> ServeSettings:
+    """Environment first, then every flag that was given on top."""
+    base = ServeSettings.from_env(os.environ if env is None else env)
+    server = replace(
+        base.server,
+        host=args.host or base.server.host,
+        port=base.server.port if args.port is None else args.port,
+    )
+    tls = TLSSettings(
+        cert=args.tls_cert or base.tls.cert,
+        key=args.tls_key or base.tls.key,
+        client_ca=args.tls_client_ca or base.tls.client_ca,
+        unsafe_tls12=args.unsafe_tls12 or base.tls.unsafe_tls12,
+    )
+    engine = replace(base.engine, model_dir=args.model or base.engine.model_dir)
+    return replace(
+        base,
+        data_dir=args.data_dir or base.data_dir,
+        dev=args.dev or base.dev,
+        server=server,
+        tls=tls,
+        engine=engine,
+        taxonomy_dirs=base.taxonomy_dirs + tuple(args.taxonomy_dir),
+    )
+
+
+def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, Path, Path | None]:
+    """Create what serving needs (data dir, TLS, dev key, dev model); return the final settings,
+    the key file path and the CA clients should trust. Prints paths, never the key."""
+    from gateway.auth import ensure_dev_key
+    from gateway.tls import ensure_dev_tls
+
+    settings.validate()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings = replace(settings, data_dir=data_dir)
+    ca: Path | None = None
+    if settings.tls.cert is None:
+        files = ensure_dev_tls(data_dir, settings.server.host)
+        ca = files.ca
+        settings = replace(settings, tls=replace(settings.tls, cert=files.cert, key=files.key))
+    # One key until the control-plane issue brings tenants and key management.
+    key_file = ensure_dev_key(data_dir)
+    if settings.engine.model_dir is None:
+        model_dir = data_dir / TINY_MODEL_SUBDIR
+        if not (model_dir / "config.json").is_file():
+            from engine.testing import write_tiny_checkpoint
+
+            write_tiny_checkpoint("llada", model_dir)
+        say(
+            "WARNING: no --model given: serving a tiny RANDOM LLaDA checkpoint; "
+            "its labels are noise until a real model is configured."
+        )
+        settings = replace(settings, engine=replace(settings.engine, model_dir=model_dir))
+    if settings.tls.unsafe_tls12:
+        say("WARNING: --unsafe-tls12: TLS 1.2 clients are accepted; the default is TLS 1.3 only.")
+    return settings, key_file, ca
+
+
+def serve(settings: ServeSettings, app_loader: Any) -> None:
+    """Run granian's main process until SIGTERM/SIGINT. `app_loader()` builds the ASGI app in
+    the worker; it must be picklable (granian may spawn rather than fork)."""
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    assert settings.tls.cert is not None and settings.tls.key is not None
+    server = Server(
+        "tacet",  # a label only: the app comes from app_loader
+        address=settings.server.host,
+        port=settings.server.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        http=HTTPModes.auto,  # HTTP/1.1 and HTTP/2, chosen by ALPN
+        websockets=False,
+        log_level=LogLevels.warning,
+        log_access=False,  # an access log line is a place for paths and ids to leak
+        ssl_cert=settings.tls.cert,
+        ssl_key=settings.tls.key,
+        ssl_protocol_min=SSLProtocols(settings.tls.min_version),
+        ssl_ca=settings.tls.client_ca,
+        ssl_client_verify=settings.tls.client_ca is not None,
+        workers_kill_timeout=settings.server.shutdown_timeout_s,  # bounded drain on SIGTERM
+    )
+    server.serve(target_loader=app_loader, wrap_loader=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.app import app_from_settings
+    from gateway.logging import configure_logging
+
+    configure_logging("info")
+
+    try:
+        settings, key_file, ca = prepare(settings_from_args(args))
+    except SettingsError as exc:
+        print(f"tacet serve: {exc}", file=sys.stderr)
+        return 2
+    host = settings.server.host
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Tacet gateway: https://{shown}:{settings.server.port}")
+    if ca is not None:
+        print(f"  CA certificate for clients: {ca}")
+    print(f"  API key file (read it, do not share it): {key_file}")
+    if settings.tls.client_ca is not None:
+        print("  client certificates required (mTLS)")
+    sys.stdout.flush()
+    serve(settings, partial(app_from_settings, settings))
+    return 0

@@ -1,0 +1,332 @@
+"""The Litestar application: `create_app()` plus one plugin that wires routes, auth and errors.
+
+Routes: `POST /v1/classify`, `GET /healthz`, `GET /readyz`, OpenAPI at `/schema`.
+
+ZDR in this module: no request or response body, header or member-supplied id is logged (the
+app installs no logging config and no logging middleware; `debug` is always False), and every
+error goes through `gateway.problems`, whose bodies are constants.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+
+import msgspec
+from litestar import Controller, Litestar, Request, get, post
+from litestar.config.app import AppConfig
+from litestar.connection import ASGIConnection
+from litestar.middleware import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+    DefineMiddleware,
+)
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import JSONBody
+from litestar.plugins import InitPluginProtocol
+from litestar.response import Response
+
+from gateway import problems
+from gateway.auth import KeyStore, Principal, bearer_token
+from gateway.logging import configure_logging
+from gateway.settings import LimitSettings
+from gateway.taxonomies import TaxonomyStore, parse_reference
+
+if TYPE_CHECKING:
+    from engine.protocol import DocumentDone, Welcome
+    from gateway.settings import ServeSettings
+
+__all__ = [
+    "ClassifyRequest",
+    "ClassifyResponse",
+    "EngineLike",
+    "GatewayPlugin",
+    "app_from_settings",
+    "create_app",
+]
+
+Mode = Literal["diffusion", "autoregressive", "self_speculative"]
+
+
+class EngineLike(Protocol):
+    """What the app needs of `gateway.engine_client.EngineClient`."""
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def welcome(self) -> Welcome | None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def classify(
+        self,
+        taxonomy: dict[str, Any],
+        texts: list[str],
+        *,
+        mode: str = "diffusion",
+        threshold: float | None = None,
+    ) -> list[DocumentDone]: ...
+
+
+# ---- request and response bodies (DESIGN.md, HTTP API v1) -----------------------------------
+
+
+class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]  # member-supplied: never logged
+    text: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ClassifyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    taxonomy: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]  # name or name@version
+    documents: Annotated[list[DocumentIn], msgspec.Meta(min_length=1)]
+    task: str | None = None  # selects a task policy (policies land with the control plane)
+    mode: Mode | None = None  # default: the task policy's mode, else diffusion
+
+
+class LabelResult(msgspec.Struct):
+    facet: str
+    label: str
+    probability: float
+
+
+class DecodeResult(msgspec.Struct):
+    mode: str
+    forward_passes: int
+    exact: bool
+
+
+class DocumentResult(msgspec.Struct):
+    id: str
+    labels: list[LabelResult]
+    needs_review: bool
+    decode: DecodeResult
+
+
+class TaxonomyRef(msgspec.Struct):
+    name: str
+    version: str
+
+
+class ClassifyResponse(msgspec.Struct):
+    request_id: str
+    model: str
+    taxonomy: TaxonomyRef
+    results: list[DocumentResult]
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+# ---- authentication -------------------------------------------------------------------------
+
+
+class BearerAuth(AbstractAuthenticationMiddleware):
+    """`Authorization: Bearer <key>` -> `Principal`; any failure is one opaque 401."""
+
+    def __init__(self, app: Any, keys: KeyStore, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._keys = keys
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
+        token = bearer_token(connection.headers.get("authorization"))
+        principal = self._keys.authenticate(token) if token else None
+        if principal is None:
+            raise problems.Unauthorized()
+        return AuthenticationResult(user=principal, auth=principal.key_id)
+
+
+# ---- routes ---------------------------------------------------------------------------------
+
+
+def _check_limits(data: ClassifyRequest, limits: LimitSettings) -> None:
+    if len(data.documents) > limits.max_documents:
+        raise problems.TooLarge()
+    for document in data.documents:
+        if len(document.text.encode("utf-8")) > limits.max_document_bytes:
+            raise problems.TooLarge()
+        if not document.text.strip():
+            raise problems.Invalid()
+
+
+def _result(document: DocumentIn, done: DocumentDone) -> DocumentResult:
+    return DocumentResult(
+        id=document.id,
+        labels=[LabelResult(x.facet, x.label, x.probability) for x in done.labels],
+        needs_review=False,  # task policies (sampling, thresholds) land with the control plane
+        decode=DecodeResult(done.decode.mode, done.decode.forward_passes, done.decode.exact),
+    )
+
+
+class ClassifyController(Controller):
+    path = "/v1"
+    tags = ["classify"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @post(
+        "/classify",
+        operation_id="classify",
+        status_code=200,
+        summary="Classify documents against a taxonomy",
+        security=[{"bearer": []}],
+    )
+    async def classify(
+        self, request: Request[Principal, str, Any], data: JSONBody[ClassifyRequest]
+    ) -> ClassifyResponse:
+        gateway: _Gateway = request.app.state.gateway
+        if "classify" not in request.user.scopes:
+            raise problems.Forbidden()
+        _check_limits(data, gateway.limits)
+        taxonomy = gateway.taxonomies.resolve(data.taxonomy)
+        if taxonomy is None:
+            raise problems.UnknownTaxonomy()
+        done = await gateway.engine.classify(
+            dict(taxonomy), [d.text for d in data.documents], mode=data.mode or "diffusion"
+        )
+        by_index = {item.index: item for item in done}
+        if sorted(by_index) != list(range(len(data.documents))):
+            raise problems.InternalError()
+        welcome = gateway.engine.welcome
+        name, _ = parse_reference(data.taxonomy)
+        return ClassifyResponse(
+            request_id=problems.request_id(request),
+            model=welcome.model_id if welcome is not None else "unknown",
+            taxonomy=TaxonomyRef(name=name, version=str(taxonomy["version"])),
+            results=[_result(d, by_index[i]) for i, d in enumerate(data.documents)],
+        )
+
+
+@get("/healthz", operation_id="healthz", opt={"exclude_from_auth": True}, tags=["health"])
+async def healthz() -> Health:
+    """The process is up (it says nothing about the engine)."""
+    return Health(status="ok")
+
+
+@get("/readyz", operation_id="readyz", opt={"exclude_from_auth": True}, tags=["health"])
+async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
+    """200 only while the engine is ready; 503 problem (with Retry-After) otherwise."""
+    gateway: _Gateway = request.app.state.gateway
+    if not gateway.engine.ready:
+        return problems.problem_response(request, problems.EngineDown)
+    return Response(Health(status="ready"))
+
+
+# ---- wiring ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Gateway:
+    engine: EngineLike
+    keys: KeyStore
+    taxonomies: TaxonomyStore
+    limits: LimitSettings
+
+
+async def _blank_server_header(message: Any, scope: Any) -> None:
+    """Send an empty `server` header on every response the app makes.
+
+    granian adds `server: granian` unless the app sends its own, and has no switch to drop it
+    (emmett-framework/granian #594); an empty value is the nearest to "no banner" it allows.
+    """
+    if message["type"] == "http.response.start":
+        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
+        message["headers"] = [*headers, (b"server", b"")]
+
+
+class GatewayPlugin(InitPluginProtocol):
+    """The one wiring point: routes, auth middleware, problem handlers, engine lifespan."""
+
+    def __init__(self, gateway: _Gateway) -> None:
+        self._gateway = gateway
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        gateway = self._gateway
+
+        @asynccontextmanager
+        async def engine_lifespan(_: Litestar) -> AsyncIterator[None]:
+            await gateway.engine.start()
+            try:
+                yield
+            finally:
+                # Granian drains in-flight requests before lifespan shutdown runs.
+                await gateway.engine.stop()
+
+        app_config.route_handlers.extend([ClassifyController, healthz, readyz])
+        app_config.middleware.append(
+            DefineMiddleware(BearerAuth, keys=gateway.keys, exclude=["^/schema"])
+        )
+        app_config.exception_handlers.update(problems.exception_handlers())
+        app_config.lifespan.append(engine_lifespan)
+        app_config.state["gateway"] = gateway
+        app_config.before_send.append(_blank_server_header)
+        app_config.debug = False
+        app_config.pdb_on_exception = False
+        return app_config
+
+
+def _openapi() -> OpenAPIConfig:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tacet_version = version("tacet")
+    except PackageNotFoundError:
+        tacet_version = "0"
+    return OpenAPIConfig(
+        title="Tacet",
+        version=tacet_version,
+        path="/schema",
+        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        components=Components(
+            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+        ),
+    )
+
+
+def create_app(
+    *,
+    engine: EngineLike,
+    keys: KeyStore,
+    taxonomies: TaxonomyStore,
+    limits: LimitSettings | None = None,
+) -> Litestar:
+    """The gateway app around an engine client, a key store and a taxonomy store."""
+    gateway = _Gateway(engine, keys, taxonomies, limits or LimitSettings())
+    return Litestar(
+        plugins=[GatewayPlugin(gateway)],
+        openapi_config=_openapi(),
+        request_max_body_size=gateway.limits.max_body_bytes,  # 413 before the body is parsed
+        logging_config=None,  # logging is configured once per process, on the ZDR allowlist
+        debug=False,
+    )
+
+
+def app_from_settings(settings: ServeSettings) -> Litestar:
+    """Build the app inside granian's worker: dev key store, taxonomies, supervised engine."""
+    configure_logging("info")  # in the worker process too: the allowlist applies to every line
+    from gateway.auth import DEV_KEY_FILE, DevKeyStore
+    from gateway.engine_client import SupervisedEngine  # lazy: starts processes
+    from gateway.taxonomies import StaticTaxonomyStore, bundled_taxonomy_dir
+
+    if settings.engine.model_dir is None:
+        raise ValueError("no model directory: `tacet serve` resolves it before starting")
+    dirs = [d for d in (bundled_taxonomy_dir(),) if d is not None] + list(settings.taxonomy_dirs)
+    runtime_dir = Path(tempfile.mkdtemp(prefix="tacet-engine-"))  # 0700 by construction
+    engine = SupervisedEngine(
+        model_dir=settings.engine.model_dir,
+        runtime_dir=runtime_dir,
+        max_queued_documents=settings.engine.max_queued_documents,
+        device=settings.engine.device,
+    )
+    app = create_app(
+        engine=engine,
+        keys=DevKeyStore(settings.data_dir / DEV_KEY_FILE),
+        taxonomies=StaticTaxonomyStore.from_dirs(dirs),
+        limits=settings.limits,
+    )
+    app.on_shutdown.append(lambda: shutil.rmtree(runtime_dir, ignore_errors=True))
+    return app
