@@ -19,6 +19,8 @@ from engine.runner import ModelRunner
 from engine.taxonomy import CompiledTaxonomy, compile_taxonomy
 from engine.tokenizer import ModelTokenizer
 
+_TEMPLATE_CACHE_SIZE = 64  # canvas templates kept, one per compiled taxonomy
+
 __all__ = ["DecodeStats", "DocumentResult", "EngineConfig", "EngineCore", "LabelScore"]
 
 
@@ -121,6 +123,8 @@ class EngineCore:
                 read_shift=self.read_shift,
                 prompt=self.prompt,
             )
+            if len(self._templates) >= _TEMPLATE_CACHE_SIZE:
+                self._templates.pop(next(iter(self._templates)))  # oldest first
             entry = self._templates[id(compiled)] = (compiled, template)
         return entry[1]
 
