@@ -83,7 +83,8 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
                 _allowlist,  # last before rendering: nothing after it can add a field
                 structlog.processors.JSONRenderer(),
             ],
-            foreign_pre_chain=_pre_chain(),
+            # stdlib `extra=` fields join the event, then meet the allowlist like any other.
+            foreign_pre_chain=[*_pre_chain(), structlog.stdlib.ExtraAdder()],
             keep_exc_info=False,  # the stdlib formatter must not append a traceback
             keep_stack_info=False,
         )

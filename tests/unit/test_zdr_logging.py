@@ -79,3 +79,12 @@ def test_third_party_debug_is_pinned_to_warning(captured: io.StringIO, canary: s
     logging.getLogger("httpx").debug("GET https://x/?token=%s", canary)
     logging.getLogger("sqlalchemy.engine").info("INSERT %s", canary)
     assert captured.getvalue() == ""
+
+
+def test_stdlib_extra_fields_meet_the_allowlist(captured: io.StringIO, canary: str) -> None:
+    logging.getLogger("tacet.engine").warning(
+        "engine.restarting", extra={"restarts": 2, "document": canary}
+    )
+    (line,) = lines(captured)
+    assert line["event"] == "engine.restarting" and line["restarts"] == 2
+    assert canary not in captured.getvalue()
