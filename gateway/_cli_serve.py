@@ -12,6 +12,7 @@ through `SupervisedEngine`. Signals to the main process:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gateway.apikeys import PepperError
 from gateway.settings import ServeSettings, SettingsError, TLSSettings
 
 __all__ = ["prepare", "register", "run", "serve", "settings_from_args"]
@@ -76,10 +78,23 @@ def settings_from_args(
     )
 
 
+async def _bootstrap_store(data_dir: Path, *, dev: bool) -> Path:
+    from gateway.apikeys import load_peppers
+    from gateway.store import database_url, ensure_dev_key, open_store
+
+    peppers = load_peppers(os.environ, data_dir=data_dir, dev=dev)
+    store = await open_store(database_url(data_dir, os.environ))
+    try:
+        if dev:
+            return await ensure_dev_key(store, peppers, data_dir)
+        return data_dir / "dev-api-key"  # not created outside --dev: keys come from `tacet keys`
+    finally:
+        await store.engine.dispose()
+
+
 def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, Path, Path | None]:
     """Create what serving needs (data dir, TLS, dev key, dev model); return the final settings,
     the key file path and the CA clients should trust. Prints paths, never the key."""
-    from gateway.auth import ensure_dev_key
     from gateway.tls import ensure_dev_tls
 
     settings.validate()
@@ -91,8 +106,12 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
         files = ensure_dev_tls(data_dir, settings.server.host)
         ca = files.ca
         settings = replace(settings, tls=replace(settings.tls, cert=files.cert, key=files.key))
-    # One key until the control-plane issue brings tenants and key management.
-    key_file = ensure_dev_key(data_dir)
+    # The control-plane database (SQLite in the data dir unless TACET_DATABASE_URL) is migrated
+    # here, once, before the worker starts; --dev also gets a `dev` tenant and its key file.
+    try:
+        key_file = asyncio.run(_bootstrap_store(data_dir, dev=settings.dev))
+    except PepperError as exc:
+        raise SettingsError(str(exc)) from None
     if settings.engine.model_dir is None:
         model_dir = data_dir / TINY_MODEL_SUBDIR
         if not (model_dir / "config.json").is_file():

@@ -136,7 +136,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
         token = bearer_token(connection.headers.get("authorization"))
-        principal = self._keys.authenticate(token) if token else None
+        principal = await self._keys.authenticate(token) if token else None
         if principal is None:
             raise problems.Unauthorized()
         return AuthenticationResult(user=principal, auth=principal.key_id)
@@ -308,8 +308,12 @@ def create_app(
 def app_from_settings(settings: ServeSettings) -> Litestar:
     """Build the app inside granian's worker: dev key store, taxonomies, supervised engine."""
     configure_logging("info")  # in the worker process too: the allowlist applies to every line
-    from gateway.auth import DEV_KEY_FILE, DevKeyStore
+    import os
+
+    from gateway.apikeys import load_peppers
+    from gateway.auth import StoreKeyStore
     from gateway.engine_client import SupervisedEngine  # lazy: starts processes
+    from gateway.store import database_url
     from gateway.taxonomies import StaticTaxonomyStore, bundled_taxonomy_dir
 
     if settings.engine.model_dir is None:
@@ -322,11 +326,16 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
         max_queued_documents=settings.engine.max_queued_documents,
         device=settings.engine.device,
     )
+    keys = StoreKeyStore(
+        database_url(settings.data_dir, os.environ),
+        load_peppers(os.environ, data_dir=settings.data_dir, dev=settings.dev),
+    )
     app = create_app(
         engine=engine,
-        keys=DevKeyStore(settings.data_dir / DEV_KEY_FILE),
+        keys=keys,
         taxonomies=StaticTaxonomyStore.from_dirs(dirs),
         limits=settings.limits,
     )
+    app.on_shutdown.append(keys.close)
     app.on_shutdown.append(lambda: shutil.rmtree(runtime_dir, ignore_errors=True))
     return app

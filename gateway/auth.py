@@ -10,9 +10,10 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from gateway.apikeys import KeyVerifier, Peppers, Principal
 
 __all__ = [
     "ALL_SCOPES",
@@ -21,6 +22,7 @@ __all__ = [
     "DevKeyStore",
     "KeyStore",
     "Principal",
+    "StoreKeyStore",
     "bearer_token",
     "ensure_dev_key",
 ]
@@ -32,17 +34,8 @@ DEV_KEY_FILE = "dev-api-key"
 _DEV_KEY_PREFIX = "tacet_dev_"
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: only ids that may be logged (ZDR allowlist), never the secret."""
-
-    tenant_id: str
-    key_id: str
-    scopes: frozenset[str]
-
-
 class KeyStore(Protocol):
-    def authenticate(self, bearer: str) -> Principal | None:
+    async def authenticate(self, bearer: str) -> Principal | None:
         """The principal for this bearer token, or None for any unknown or malformed one."""
         ...
 
@@ -86,7 +79,7 @@ class DevKeyStore:
         self._secret = secret.encode("ascii")
         self._principal = Principal(tenant_id=DEV_TENANT, key_id="dev", scopes=ALL_SCOPES)
 
-    def authenticate(self, bearer: str) -> Principal | None:
+    async def authenticate(self, bearer: str) -> Principal | None:
         try:
             candidate = bearer.encode("ascii")
         except UnicodeEncodeError:
@@ -98,3 +91,39 @@ class DevKeyStore:
 
     def __repr__(self) -> str:  # never the key, even in a debugger or a traceback
         return "DevKeyStore(<1 key>)"
+
+
+class StoreKeyStore:
+    """Keys from the control-plane database (digests only), checked by `KeyVerifier`.
+
+    The database is opened lazily inside the serving event loop (granian's worker), on the
+    first request, and closed by `close()` at shutdown.
+    """
+
+    def __init__(self, url: Any, peppers: Peppers) -> None:
+        import asyncio
+
+        self._url, self._peppers = url, peppers
+        self._store: Any = None
+        self._verifier: KeyVerifier | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> KeyVerifier:
+        async with self._lock:
+            if self._verifier is None:
+                from gateway.store import open_store
+
+                self._store = await open_store(self._url)
+                self._verifier = KeyVerifier(self._store, self._peppers)
+            return self._verifier
+
+    async def authenticate(self, bearer: str) -> Principal | None:
+        return await (await self._ready()).verify(bearer)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.engine.dispose()
+            self._store, self._verifier = None, None
+
+    def __repr__(self) -> str:
+        return "StoreKeyStore(<database>)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import uuid
@@ -258,9 +259,10 @@ def test_dev_key_file_is_private_and_stable(tmp_path: Path) -> None:
     assert len(first.strip()) >= 40
     assert ensure_dev_key(tmp_path).read_text() == first
     store = DevKeyStore(path)
-    assert store.authenticate(first.strip()).tenant_id == "dev"  # type: ignore[union-attr]
-    assert store.authenticate(first.strip() + "x") is None
-    assert store.authenticate("é") is None
+    principal = asyncio.run(store.authenticate(first.strip()))
+    assert principal is not None and principal.tenant_id == "dev"
+    assert asyncio.run(store.authenticate(first.strip() + "x")) is None
+    assert asyncio.run(store.authenticate("é")) is None
     assert first.strip() not in repr(store)
 
 
@@ -311,7 +313,10 @@ def test_serve_dev_prepares_data_dir_and_never_prints_the_key(
     assert settings.tls.cert == data_dir / "tls" / "server.pem"
     assert settings.tls.min_version == "tls1.3"
     assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
-    assert not list(data_dir.glob("*.db")) and not list(data_dir.glob("*.sqlite*"))
+    # The control-plane database (SQLite) holds the dev key's digest, never the key itself.
+    secret = key.rsplit("_", 1)[-1]
+    (database,) = data_dir.glob("*.db")
+    assert secret[:20].encode() not in database.read_bytes()
 
 
 def test_serve_without_dev_or_certificate_names_the_fix(
@@ -326,7 +331,7 @@ def test_serve_without_dev_or_certificate_names_the_fix(
 class ReadOnlyKeys:
     """A second `KeyStore`: what the control plane will plug in, here with no classify scope."""
 
-    def authenticate(self, bearer: str) -> Principal | None:
+    async def authenticate(self, bearer: str) -> Principal | None:
         if bearer == "reader":
             return Principal(tenant_id="t1", key_id="k1", scopes=frozenset({"audit:read"}))
         return None
