@@ -11,6 +11,7 @@ ids, labels, bodies, query strings, exception messages, traceback locals.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,6 +40,14 @@ def _count(v: Any) -> bool:
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _ip(v: Any) -> bool:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return isinstance(v, str)
 
 
 def _one_of(values: frozenset[str]) -> Callable[[Any], bool]:
@@ -75,6 +84,8 @@ ALLOWED_FIELDS: Mapping[str, Callable[[Any], bool]] = {
     "slot_ops": _matches(_IDENT),
     "port": _count,
     "setting": _matches(_IDENT),  # the *name* of a configuration setting, never its value
+    "operation": _matches(_EVENT),  # audit: a constant operation name written in code
+    "source_ip": _ip,  # audit: the peer address (AU-3 "where"); never a forwarded header
 }
 
 

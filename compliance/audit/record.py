@@ -1,0 +1,137 @@
+"""One audit event as a typed struct, and its OCSF API Activity (class_uid 6003) form.
+
+Metadata only (DESIGN.md, "Audit record"): every field passes through `compliance.zdr.sanitize`,
+the same allowlist every other sink uses, so a value of the wrong shape is stored as REDACTED and
+a field that is not allowlisted cannot exist. Never text, labels, titles or raw content hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from compliance.zdr import ALLOWED_FIELDS, REDACTED, sanitize
+
+__all__ = [
+    "INVALID_CHAIN",
+    "OCSF_VERSION",
+    "SYSTEM_CHAIN",
+    "Activity",
+    "AuditEvent",
+    "is_chain_id",
+    "ocsf_body",
+]
+
+OCSF_VERSION = "1.3.0"
+SYSTEM_CHAIN = "system"  # the chain of events with no tenant (start-up configuration, ...)
+INVALID_CHAIN = "invalid"  # events whose tenant id failed the allowlist's shape check
+
+
+class Activity(IntEnum):
+    """OCSF API Activity `activity_id`: type_uid = 600300 + activity_id."""
+
+    CREATE = 1
+    READ = 2
+    UPDATE = 3
+    DELETE = 4
+    OTHER = 99
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What the request path knows after the response status is fixed; every field metadata."""
+
+    operation: str  # constant name written in code: "classify", "keys.create", "auth.failure"
+    status: int  # HTTP status sent (or the CLI's equivalent)
+    request_id: str | None = None
+    tenant_id: str | None = None
+    key_id: str | None = None
+    activity: Activity = Activity.OTHER
+    model_id: str | None = None
+    taxonomy: str | None = None  # name@version
+    mode: str | None = None
+    documents: int | None = None
+    bytes: int | None = None
+    tokens: int | None = None
+    duration_ms: float | None = None
+    source_ip: str | None = None
+    setting: str | None = None  # for configuration events: the setting's name, never its value
+
+    def fields(self) -> dict[str, Any]:
+        """The given fields through the ZDR allowlist (None means not given)."""
+        raw = {k: v for k, v in self.__dict__.items() if k != "activity" and v is not None}
+        return sanitize(raw)
+
+    @property
+    def chain_id(self) -> str:
+        """The tenant's chain; a tenant id of the wrong shape cannot name a chain (or a file)."""
+        tenant = self.fields().get("tenant_id")
+        if tenant is None:
+            return SYSTEM_CHAIN
+        return INVALID_CHAIN if tenant == REDACTED else str(tenant)
+
+
+def is_chain_id(value: str) -> bool:
+    """A chain id is a tenant id of the allowlisted shape, or one of the fixed names."""
+    return value in (SYSTEM_CHAIN, INVALID_CHAIN) or ALLOWED_FIELDS["tenant_id"](value)
+
+
+def _drop_none(value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            item = _drop_none(item)
+            if not item:
+                continue
+        if item is not None:
+            out[key] = item
+    return out
+
+
+def _long(value: Any) -> Any:
+    return round(value) if isinstance(value, float) else value
+
+
+def ocsf_body(event: AuditEvent, time_ms: int) -> dict[str, Any]:
+    """The OCSF 6003 record without its chain; fields come only from the sanitized mapping."""
+    f = event.fields()
+    activity = int(event.activity)
+    status = f.get("status")
+    ok = isinstance(status, int) and status < 400
+    return _drop_none(
+        {
+            "class_uid": 6003,
+            "category_uid": 6,
+            "activity_id": activity,
+            "type_uid": 600300 + activity,
+            "severity_id": 1 if ok else 3,
+            "status_id": 1 if ok else 2,
+            "time": time_ms,
+            "metadata": {
+                "version": OCSF_VERSION,
+                "product": {"name": "tacet", "vendor_name": "tacet"},
+                "tenant_uid": f.get("tenant_id"),
+                "correlation_uid": f.get("request_id"),
+            },
+            "actor": {"user": {"uid": f.get("key_id"), "type": "api_key"}},
+            "api": {
+                "operation": f.get("operation"),
+                "request": {"uid": f.get("request_id")},
+                "response": {"code": status},
+            },
+            "http_response": {"code": status},
+            "src_endpoint": {"ip": f.get("source_ip")},
+            "duration": _long(f.get("duration_ms")),  # OCSF: long_t milliseconds
+            "unmapped": {
+                "model_id": f.get("model_id"),
+                "taxonomy": f.get("taxonomy"),
+                "mode": f.get("mode"),
+                "documents": f.get("documents"),
+                "bytes": f.get("bytes"),
+                "tokens": f.get("tokens"),
+                "setting": f.get("setting"),
+                "dropped_fields": f.get("dropped_fields"),
+            },
+        }
+    )
