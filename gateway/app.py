@@ -1,6 +1,9 @@
 """The Litestar application: `create_app()` plus one plugin that wires routes, auth and errors.
 
-Routes: `POST /v1/classify`, `GET /healthz`, `GET /readyz`, OpenAPI at `/schema`.
+Routes: `POST /v1/classify`, `PUT /v1/taxonomies/{name}`, `GET /v1/taxonomies[/{name}[/versions]]`,
+`GET /healthz`, `GET /readyz`, OpenAPI at `/schema`. Every tenant-scoped lookup takes the tenant
+from the key record (`Principal.tenant_id`); another tenant's resource answers exactly like a
+missing one.
 
 ZDR in this module: no request or response body, header or member-supplied id is logged (the
 app installs no logging config and no logging middleware; `debug` is always False), and every
@@ -14,11 +17,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import msgspec
-from litestar import Controller, Litestar, Request, get, post
+from litestar import Controller, Litestar, Request, get, post, put
 from litestar.config.app import AppConfig
 from litestar.connection import ASGIConnection
 from litestar.middleware import (
@@ -29,18 +33,27 @@ from litestar.middleware import (
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.plugins import InitPluginProtocol
 from litestar.response import Response
 
 from gateway import problems
 from gateway.auth import KeyStore, Principal, bearer_token
 from gateway.logging import configure_logging
+from gateway.policies import needs_review
 from gateway.settings import LimitSettings
-from gateway.taxonomies import TaxonomyStore, parse_reference
+from gateway.store.errors import Conflict as StoreConflict
+from gateway.taxonomies import (
+    SharedStaticTaxonomies,
+    StaticTaxonomyStore,
+    TenantTaxonomyStore,
+    parse_reference,
+)
+from gateway.taxonomy_io import NAME_RE, Taxonomy
 
 if TYPE_CHECKING:
     from engine.protocol import DocumentDone, Welcome
+    from gateway.policies import TaskPolicy
     from gateway.settings import ServeSettings
 
 __all__ = [
@@ -85,7 +98,7 @@ class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
 class ClassifyRequest(msgspec.Struct, forbid_unknown_fields=True):
     taxonomy: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]  # name or name@version
     documents: Annotated[list[DocumentIn], msgspec.Meta(min_length=1)]
-    task: str | None = None  # selects a task policy (policies land with the control plane)
+    task: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None  # policy
     mode: Mode | None = None  # default: the task policy's mode, else diffusion
 
 
@@ -155,13 +168,24 @@ def _check_limits(data: ClassifyRequest, limits: LimitSettings) -> None:
             raise problems.Invalid()
 
 
-def _result(document: DocumentIn, done: DocumentDone) -> DocumentResult:
+def _result(
+    document: DocumentIn, done: DocumentDone, policy: TaskPolicy | None, review_key: bytes
+) -> DocumentResult:
+    probabilities = [x.probability for x in done.labels]
+    review = policy is not None and needs_review(
+        policy, document.id, max(probabilities) if probabilities else None, key=review_key
+    )
     return DocumentResult(
         id=document.id,
         labels=[LabelResult(x.facet, x.label, x.probability) for x in done.labels],
-        needs_review=False,  # task policies (sampling, thresholds) land with the control plane
+        needs_review=review,
         decode=DecodeResult(done.decode.mode, done.decode.forward_passes, done.decode.exact),
     )
+
+
+def _require_any(principal: Principal, *scopes: str) -> None:
+    if not any(scope in principal.scopes for scope in scopes):
+        raise problems.Forbidden()
 
 
 class ClassifyController(Controller):
@@ -179,26 +203,141 @@ class ClassifyController(Controller):
         self, request: Request[Principal, str, Any], data: JSONBody[ClassifyRequest]
     ) -> ClassifyResponse:
         gateway: _Gateway = request.app.state.gateway
-        if "classify" not in request.user.scopes:
-            raise problems.Forbidden()
+        tenant = request.user.tenant_id
+        _require_any(request.user, "classify")
         _check_limits(data, gateway.limits)
-        taxonomy = gateway.taxonomies.resolve(data.taxonomy)
+        taxonomy = await gateway.taxonomies.resolve(tenant, data.taxonomy)
         if taxonomy is None:
             raise problems.UnknownTaxonomy()
+        policy = None
+        if data.task is not None:
+            policy = await gateway.taxonomies.task_policy(tenant, data.task)
+            if policy is None:
+                raise problems.UnknownTask()
+        mode = data.mode or (policy.mode if policy is not None else "diffusion")
         done = await gateway.engine.classify(
-            dict(taxonomy), [d.text for d in data.documents], mode=data.mode or "diffusion"
+            dict(taxonomy), [d.text for d in data.documents], mode=mode
         )
         by_index = {item.index: item for item in done}
         if sorted(by_index) != list(range(len(data.documents))):
             raise problems.InternalError()
         welcome = gateway.engine.welcome
+        review_key = gateway.taxonomies.review_key(tenant)
         name, _ = parse_reference(data.taxonomy)
         return ClassifyResponse(
             request_id=problems.request_id(request),
             model=welcome.model_id if welcome is not None else "unknown",
             taxonomy=TaxonomyRef(name=name, version=str(taxonomy["version"])),
-            results=[_result(d, by_index[i]) for i, d in enumerate(data.documents)],
+            results=[
+                _result(d, by_index[i], policy, review_key)
+                for i, d in enumerate(data.documents)
+            ],
         )
+
+
+class TaxonomyVersionOut(msgspec.Struct):
+    name: str
+    version: str
+
+
+class TaxonomyList(msgspec.Struct):
+    taxonomies: list[TaxonomyVersionOut]
+
+
+class VersionList(msgspec.Struct):
+    name: str
+    versions: list[str]
+
+
+def _parse_upload(name: str, content_type: str, body: bytes) -> Taxonomy:
+    """JSON in the DESIGN.md shape (its `name`, if any, must be the path's) or CSV."""
+    from gateway.taxonomy_io import Problem, TaxonomyInvalid, parse_csv, parse_json
+
+    media = content_type.partition(";")[0].strip().lower()
+    try:
+        if media == "text/csv":
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TaxonomyInvalid([Problem("$", "invalid_encoding", "not UTF-8")]) from None
+            return parse_csv(text, name=name)
+        if media != "application/json":
+            raise problems.UnsupportedMediaType()
+        document = msgspec.json.decode(body)
+        if isinstance(document, dict) and document.setdefault("name", name) != name:
+            raise TaxonomyInvalid(
+                [Problem("name", "name_mismatch", "the name differs from the URL's")]
+            )
+        return parse_json(document)
+    except msgspec.DecodeError:
+        raise problems.TaxonomyRejected(
+            [{"location": "$", "code": "invalid_json", "message": "not JSON"}]
+        ) from None
+    except TaxonomyInvalid as exc:
+        raise problems.TaxonomyRejected([p.as_dict() for p in exc.problems]) from None
+
+
+_NAME_RULE = "taxonomy name must match [A-Za-z0-9_.-]{1,64}"
+
+
+class TaxonomyController(Controller):
+    """The caller's own taxonomies; a name of another tenant is 404 like an unknown one."""
+
+    path = "/v1/taxonomies"
+    tags = ["taxonomies"]  # noqa: RUF012 - Litestar reads this class attribute
+    security = [{"bearer": []}]  # noqa: RUF012
+
+    @get("/", operation_id="listTaxonomies", summary="This tenant's taxonomies (latest)")
+    async def list_taxonomies(self, request: Request[Principal, str, Any]) -> TaxonomyList:
+        _require_any(request.user, "classify", "taxonomy:write")
+        gateway: _Gateway = request.app.state.gateway
+        found = await gateway.taxonomies.list(request.user.tenant_id)
+        return TaxonomyList([TaxonomyVersionOut(n, v) for n, v in found])
+
+    @get("/{name:str}", operation_id="getTaxonomy", summary="`name` (latest) or `name@version`")
+    async def get_taxonomy(self, request: Request[Principal, str, Any], name: FromPath[str]) -> Any:
+        _require_any(request.user, "classify", "taxonomy:write")
+        gateway: _Gateway = request.app.state.gateway
+        taxonomy = await gateway.taxonomies.resolve(request.user.tenant_id, name)
+        if taxonomy is None:
+            raise problems.NotFound()
+        return dict(taxonomy)
+
+    @get("/{name:str}/versions", operation_id="listTaxonomyVersions")
+    async def versions(
+        self, request: Request[Principal, str, Any], name: FromPath[str]
+    ) -> VersionList:
+        _require_any(request.user, "classify", "taxonomy:write")
+        gateway: _Gateway = request.app.state.gateway
+        found = await gateway.taxonomies.versions(request.user.tenant_id, name)
+        if not found:
+            raise problems.NotFound()
+        return VersionList(name=name, versions=found)
+
+    @put(
+        "/{name:str}",
+        operation_id="putTaxonomy",
+        status_code=201,
+        summary="A new immutable version (JSON body, or text/csv)",
+    )
+    async def put_taxonomy(
+        self, request: Request[Principal, str, Any], name: FromPath[str]
+    ) -> TaxonomyVersionOut:
+        _require_any(request.user, "taxonomy:write")
+        if not NAME_RE.fullmatch(name):
+            raise problems.TaxonomyRejected(
+                [{"location": "name", "code": "invalid_name", "message": _NAME_RULE}]
+            )
+        gateway: _Gateway = request.app.state.gateway
+        content_type = request.headers.get("content-type", "")
+        taxonomy = _parse_upload(name, content_type, await request.body())
+        try:
+            stored_name, version = await gateway.taxonomies.put(request.user.tenant_id, taxonomy)
+        except StoreConflict:
+            raise problems.Conflict() from None
+        except PermissionError:
+            raise problems.MethodNotAllowed() from None
+        return TaxonomyVersionOut(stored_name, version)
 
 
 @get("/healthz", operation_id="healthz", opt={"exclude_from_auth": True}, tags=["health"])
@@ -223,7 +362,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
 class _Gateway:
     engine: EngineLike
     keys: KeyStore
-    taxonomies: TaxonomyStore
+    taxonomies: TenantTaxonomyStore
     limits: LimitSettings
 
 
@@ -256,7 +395,7 @@ class GatewayPlugin(InitPluginProtocol):
                 # Granian drains in-flight requests before lifespan shutdown runs.
                 await gateway.engine.stop()
 
-        app_config.route_handlers.extend([ClassifyController, healthz, readyz])
+        app_config.route_handlers.extend([ClassifyController, TaxonomyController, healthz, readyz])
         app_config.middleware.append(
             DefineMiddleware(BearerAuth, keys=gateway.keys, exclude=["^/schema"])
         )
@@ -291,10 +430,16 @@ def create_app(
     *,
     engine: EngineLike,
     keys: KeyStore,
-    taxonomies: TaxonomyStore,
+    taxonomies: TenantTaxonomyStore | StaticTaxonomyStore,
     limits: LimitSettings | None = None,
 ) -> Litestar:
-    """The gateway app around an engine client, a key store and a taxonomy store."""
+    """The gateway app around an engine client, a key store and a taxonomy store.
+
+    A `StaticTaxonomyStore` (tests, embedding) is shared read-only by every tenant; `tacet
+    serve` passes a `DatabaseTaxonomyStore`, which keeps each tenant's own.
+    """
+    if isinstance(taxonomies, StaticTaxonomyStore):
+        taxonomies = SharedStaticTaxonomies(taxonomies)
     gateway = _Gateway(engine, keys, taxonomies, limits or LimitSettings())
     return Litestar(
         plugins=[GatewayPlugin(gateway)],
@@ -303,6 +448,20 @@ def create_app(
         logging_config=None,  # logging is configured once per process, on the ZDR allowlist
         debug=False,
     )
+
+
+async def _import_dev_taxonomies(keys: Any, extra_dirs: tuple[Path, ...]) -> None:
+    """`--dev`: the bundled taxonomies (and `--taxonomy-dir` ones) in the dev tenant, once."""
+    from gateway.store.bootstrap import DEV_TENANT_NAME
+    from gateway.taxonomies import bundled_taxonomy_dir, import_bundled
+
+    store = await keys.store()
+    tenant = await store.tenant_by_name(DEV_TENANT_NAME)
+    if tenant is None:  # `tacet serve` creates it before the worker starts
+        return
+    for directory in (bundled_taxonomy_dir(), *extra_dirs):
+        if directory is not None:
+            await import_bundled(store, tenant.id, directory)
 
 
 def app_from_settings(settings: ServeSettings) -> Litestar:
@@ -314,11 +473,10 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
     from gateway.auth import StoreKeyStore
     from gateway.engine_client import SupervisedEngine  # lazy: starts processes
     from gateway.store import database_url
-    from gateway.taxonomies import StaticTaxonomyStore, bundled_taxonomy_dir
+    from gateway.taxonomies import DatabaseTaxonomyStore
 
     if settings.engine.model_dir is None:
         raise ValueError("no model directory: `tacet serve` resolves it before starting")
-    dirs = [d for d in (bundled_taxonomy_dir(),) if d is not None] + list(settings.taxonomy_dirs)
     runtime_dir = Path(tempfile.mkdtemp(prefix="tacet-engine-"))  # 0700 by construction
     engine = SupervisedEngine(
         model_dir=settings.engine.model_dir,
@@ -326,16 +484,16 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
         max_queued_documents=settings.engine.max_queued_documents,
         device=settings.engine.device,
     )
-    keys = StoreKeyStore(
-        database_url(settings.data_dir, os.environ),
-        load_peppers(os.environ, data_dir=settings.data_dir, dev=settings.dev),
-    )
+    peppers = load_peppers(os.environ, data_dir=settings.data_dir, dev=settings.dev)
+    keys = StoreKeyStore(database_url(settings.data_dir, os.environ), peppers)
     app = create_app(
         engine=engine,
         keys=keys,
-        taxonomies=StaticTaxonomyStore.from_dirs(dirs),
+        taxonomies=DatabaseTaxonomyStore(keys.store, peppers.derive("review-sampling")),
         limits=settings.limits,
     )
+    if settings.dev:
+        app.on_startup.append(partial(_import_dev_taxonomies, keys, settings.taxonomy_dirs))
     app.on_shutdown.append(keys.close)
     app.on_shutdown.append(lambda: shutil.rmtree(runtime_dir, ignore_errors=True))
     return app

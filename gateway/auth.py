@@ -120,6 +120,11 @@ class StoreKeyStore:
     async def authenticate(self, bearer: str) -> Principal | None:
         return await (await self._ready()).verify(bearer)
 
+    async def store(self) -> Any:
+        """The opened `gateway.store.Store`, shared with the taxonomy store (one engine)."""
+        await self._ready()
+        return self._store
+
     async def close(self) -> None:
         if self._store is not None:
             await self._store.engine.dispose()

@@ -10,13 +10,10 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tacet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from gateway import _cli_demo
+    from gateway import _cli_admin, _cli_audit, _cli_demo, _cli_serve, _cli_zdr
 
-    _cli_demo.register(sub)
-    from gateway import _cli_zdr
-    _cli_zdr.register(sub)
-    from gateway import _cli_serve
-    _cli_serve.register(sub)
+    for module in (_cli_serve, _cli_admin, _cli_audit, _cli_zdr, _cli_demo):
+        module.register(sub)
     return parser
 
 

@@ -11,6 +11,9 @@ Exception tree (everything the gateway raises on purpose)::
     ├── UnsupportedMediaType        415   unsupported-media-type
     ├── Invalid                     422   invalid-request
     ├── UnknownTaxonomy             422   unknown-taxonomy
+    ├── UnknownTask                 422   unknown-task
+    ├── TaxonomyRejected            422   invalid-taxonomy (with `errors`: location + code)
+    ├── Conflict                    409   conflict
     ├── EngineRejectedProblem       422   engine-rejected
     ├── Busy                        429   busy            (Retry-After)
     ├── EngineDown                  503   engine-unavailable (Retry-After)
@@ -38,6 +41,7 @@ __all__ = [
     "PROBLEM_BASE",
     "PROBLEM_MEDIA_TYPE",
     "Busy",
+    "Conflict",
     "EngineDown",
     "EngineRejectedProblem",
     "Forbidden",
@@ -47,8 +51,10 @@ __all__ = [
     "NotFound",
     "Problem",
     "ProblemBody",
+    "TaxonomyRejected",
     "TooLarge",
     "Unauthorized",
+    "UnknownTask",
     "UnknownTaxonomy",
     "UnsupportedMediaType",
     "exception_handlers",
@@ -69,6 +75,9 @@ class ProblemBody(msgspec.Struct, omit_defaults=True):
     detail: str
     request_id: str
     retry_after: int | None = None
+    # Import validation only: each entry is a position, a stable code and a constant message
+    # (gateway.taxonomy_io.Problem), never a submitted value.
+    errors: list[dict[str, str]] | None = None
 
 
 class Problem(Exception):
@@ -128,6 +137,27 @@ class UnknownTaxonomy(Problem):
     detail = "No taxonomy with that name (or name@version) is loaded."
 
 
+class UnknownTask(Problem):
+    status, slug, title = 422, "unknown-task", "Unknown task"
+    detail = "No task policy with that name is set for this tenant."
+
+
+class Conflict(Problem):
+    status, slug, title = 409, "conflict", "Conflict"
+    detail = "This version exists with other content; versions are immutable."
+
+
+class TaxonomyRejected(Problem):
+    """A taxonomy import with problems: every bad row, by position and code, in `errors`."""
+
+    status, slug, title = 422, "invalid-taxonomy", "Invalid taxonomy"
+    detail = "The taxonomy has problems; each entry of `errors` names a position and a code."
+
+    def __init__(self, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__()
+        self.errors = list(errors or [])
+
+
 class EngineRejectedProblem(Problem):
     status, slug, title = 422, "engine-rejected", "Rejected by the engine"
     detail = "The engine could not run this request (for example, the taxonomy or mode)."
@@ -158,8 +188,13 @@ def request_id(request: Request[Any, Any, Any]) -> str:
     return str(value)
 
 
-def problem_response(request: Request[Any, Any, Any], problem: type[Problem]) -> Response[Any]:
+def problem_response(
+    request: Request[Any, Any, Any],
+    problem: type[Problem],
+    errors: list[dict[str, str]] | None = None,
+) -> Response[Any]:
     body = ProblemBody(
+        errors=errors,
         type=PROBLEM_BASE + problem.slug,
         title=problem.title,
         status=problem.status,
@@ -223,7 +258,8 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
             status=problem.status,
             error_type=type(exc).__name__,
         )
-    return problem_response(request, problem)
+    errors = exc.errors if isinstance(exc, TaxonomyRejected) else None
+    return problem_response(request, problem, errors)
 
 
 def exception_handlers() -> dict[type[Exception] | int, Any]:

@@ -1,8 +1,9 @@
 """Taxonomy lookup by `name` (latest version) or `name@version`.
 
-A small read-only store until the control-plane issue replaces it with a database-backed one:
-it is preloaded with the taxonomy files shipped in the repository (`models/taxonomies/*.json`)
-and with any `*.json` in directories given by `--taxonomy-dir`.
+`StaticTaxonomyStore` is a small read-only store of `*.json` files (tests, embedding);
+`tacet serve` uses `DatabaseTaxonomyStore`: each tenant's own immutable versions and task
+policies from the control-plane database (`--dev` imports `models/taxonomies/*.json` into the
+dev tenant once).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "DatabaseTaxonomyStore",
+    "SharedStaticTaxonomies",
     "StaticTaxonomyStore",
     "TaxonomyStore",
+    "TenantTaxonomyStore",
     "bundled_taxonomy_dir",
+    "import_bundled",
     "parse_reference",
 ]
 
@@ -87,3 +92,116 @@ class StaticTaxonomyStore:
 
     def names(self) -> list[str]:
         return sorted(f"{n}@{v}" for n, vs in self._by_name.items() for v in vs)
+
+
+# ---- per-tenant, database-backed (the control plane) ---------------------------------------
+
+
+class TenantTaxonomyStore(Protocol):
+    """What the app needs per tenant: taxonomies, versions and task policies.
+
+    The tenant id always comes from the caller's key record. Another tenant's resource answers
+    exactly like a missing one (None / empty), so no route can tell the two apart.
+    """
+
+    async def resolve(self, tenant_id: str, reference: str) -> Mapping[str, Any] | None: ...
+    async def put(self, tenant_id: str, taxonomy: Any) -> tuple[str, str]: ...
+    async def list(self, tenant_id: str) -> list[tuple[str, str]]: ...
+    async def versions(self, tenant_id: str, name: str) -> list[str]: ...
+    async def task_policy(self, tenant_id: str, task: str) -> Any | None: ...
+    def review_key(self, tenant_id: str) -> bytes: ...
+
+
+class SharedStaticTaxonomies:
+    """A `StaticTaxonomyStore` seen by every tenant alike, read-only and without policies.
+
+    For tests and single-tenant embedding only; `tacet serve` uses `DatabaseTaxonomyStore`.
+    """
+
+    def __init__(self, static: StaticTaxonomyStore, review_secret: bytes | None = None) -> None:
+        import secrets
+
+        self._static = static
+        self._review_secret = review_secret or secrets.token_bytes(32)
+
+    async def resolve(self, tenant_id: str, reference: str) -> Mapping[str, Any] | None:
+        return self._static.resolve(reference)
+
+    async def put(self, tenant_id: str, taxonomy: Any) -> tuple[str, str]:
+        raise PermissionError("static taxonomies are read-only")
+
+    async def list(self, tenant_id: str) -> list[tuple[str, str]]:
+        latest: dict[str, str] = {}
+        for reference in self._static.names():
+            name, version = parse_reference(reference)
+            if version is not None and (
+                name not in latest or _version_key(version) > _version_key(latest[name])
+            ):
+                latest[name] = version
+        return sorted(latest.items())
+
+    async def versions(self, tenant_id: str, name: str) -> list[str]:
+        found = [parse_reference(r) for r in self._static.names()]
+        return sorted((v for n, v in found if n == name and v), key=_version_key)
+
+    async def task_policy(self, tenant_id: str, task: str) -> Any | None:
+        return None
+
+    def review_key(self, tenant_id: str) -> bytes:
+        from gateway.policies import review_key
+
+        return review_key(self._review_secret, tenant_id)
+
+
+class DatabaseTaxonomyStore:
+    """Taxonomy versions and task policies of each tenant, from the control-plane `Store`.
+
+    `store` is an async callable returning the opened Store (the key store's, so one engine
+    serves both); every call passes the principal's tenant id first.
+    """
+
+    def __init__(self, store: Any, review_secret: bytes) -> None:
+        self._store = store
+        self._review_secret = review_secret
+
+    async def resolve(self, tenant_id: str, reference: str) -> Mapping[str, Any] | None:
+        record = await (await self._store()).resolve_taxonomy(tenant_id, reference)
+        return None if record is None else record.taxonomy.to_document()
+
+    async def put(self, tenant_id: str, taxonomy: Any) -> tuple[str, str]:
+        record = await (await self._store()).put_taxonomy(tenant_id, taxonomy)
+        return record.name, record.version
+
+    async def list(self, tenant_id: str) -> list[tuple[str, str]]:
+        return await (await self._store()).list_taxonomies(tenant_id)
+
+    async def versions(self, tenant_id: str, name: str) -> list[str]:
+        return await (await self._store()).list_versions(tenant_id, name)
+
+    async def task_policy(self, tenant_id: str, task: str) -> Any | None:
+        return await (await self._store()).get_task_policy(tenant_id, task)
+
+    def review_key(self, tenant_id: str) -> bytes:
+        from gateway.policies import review_key
+
+        return review_key(self._review_secret, tenant_id)
+
+
+async def import_bundled(store: Any, tenant_id: str, directory: Path | None = None) -> list[str]:
+    """Import each bundled `*.json` taxonomy into a tenant unless that name@version exists.
+
+    Returns the references imported (for `tacet serve --dev`'s first start).
+    """
+    from gateway.taxonomy_io import parse_json
+
+    directory = directory or bundled_taxonomy_dir()
+    if directory is None:
+        return []
+    imported: list[str] = []
+    for path in sorted(directory.glob("*.json")):
+        taxonomy = parse_json(path.read_bytes())
+        reference = taxonomy.name + (f"@{taxonomy.version}" if taxonomy.version else "")
+        if await store.resolve_taxonomy(tenant_id, reference) is None:
+            record = await store.put_taxonomy(tenant_id, taxonomy)
+            imported.append(record.reference)
+    return imported
