@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Litestar, Request, get, post, put
@@ -39,6 +39,7 @@ from litestar.response import Response
 
 from gateway import problems
 from gateway.auth import KeyStore, Principal, bearer_token
+from gateway.engine_client import EngineClient
 from gateway.logging import configure_logging
 from gateway.policies import needs_review
 from gateway.settings import LimitSettings
@@ -52,39 +53,19 @@ from gateway.taxonomies import (
 from gateway.taxonomy_io import NAME_RE, Taxonomy
 
 if TYPE_CHECKING:
-    from engine.protocol import DocumentDone, Welcome
+    from engine.protocol import DocumentDone
     from gateway.policies import TaskPolicy
     from gateway.settings import ServeSettings
 
 __all__ = [
     "ClassifyRequest",
     "ClassifyResponse",
-    "EngineLike",
     "GatewayPlugin",
     "app_from_settings",
     "create_app",
 ]
 
 Mode = Literal["diffusion", "autoregressive", "self_speculative"]
-
-
-class EngineLike(Protocol):
-    """What the app needs of `gateway.engine_client.EngineClient`."""
-
-    @property
-    def ready(self) -> bool: ...
-    @property
-    def welcome(self) -> Welcome | None: ...
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    async def classify(
-        self,
-        taxonomy: dict[str, Any],
-        texts: list[str],
-        *,
-        mode: str = "diffusion",
-        threshold: float | None = None,
-    ) -> list[DocumentDone]: ...
 
 
 # ---- request and response bodies (DESIGN.md, HTTP API v1) -----------------------------------
@@ -360,7 +341,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @dataclass(frozen=True)
 class _Gateway:
-    engine: EngineLike
+    engine: EngineClient
     keys: KeyStore
     taxonomies: TenantTaxonomyStore
     limits: LimitSettings
@@ -428,7 +409,7 @@ def _openapi() -> OpenAPIConfig:
 
 def create_app(
     *,
-    engine: EngineLike,
+    engine: EngineClient,
     keys: KeyStore,
     taxonomies: TenantTaxonomyStore | StaticTaxonomyStore,
     limits: LimitSettings | None = None,
