@@ -5,6 +5,10 @@
 serve` uses: `TACET_DATABASE_URL`, else `<--data-dir>/tacet.db`. A new key's token is written
 once, alone, to stdout (so `tacet keys create ... > keyfile` captures it) and nowhere else:
 not to stderr, not to any log.
+
+Every act that changes state appends its audit event (metadata only: tenant, key id, taxonomy
+reference, never a token) before it reports success; if the trail cannot be written, the
+command exits 1.
 """
 
 from __future__ import annotations
@@ -51,14 +55,39 @@ async def _with_store(args: argparse.Namespace, action: _Action) -> int:
         await store.engine.dispose()
 
 
+async def _audit(
+    store: Any,
+    operation: str,
+    activity: str,
+    *,
+    tenant_id: str | None = None,
+    key_id: str | None = None,
+    taxonomy: str | None = None,
+) -> None:
+    """Append one administrative act to the tenant's chain; raises AuditWriteError."""
+    from compliance.audit import Activity, AuditEvent, AuditLog
+
+    await AuditLog(store.engine).append(
+        AuditEvent(
+            operation,
+            200,
+            activity=Activity[activity],
+            tenant_id=tenant_id,
+            key_id=key_id,
+            taxonomy=taxonomy,
+        )
+    )
+
+
 def _runner(action: _Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from compliance.audit import AuditError
         from gateway.apikeys import ApiKeyError
         from gateway.store import StoreError
 
         try:
             return asyncio.run(_with_store(args, action))
-        except (AdminError, StoreError, ApiKeyError, ValueError) as exc:
+        except (AdminError, StoreError, ApiKeyError, ValueError, AuditError) as exc:
             _err(f"tacet {args.command}: {exc}")
             return 1
 
@@ -87,6 +116,7 @@ def _when(value: datetime | None) -> str:
 
 async def _tenants_create(store: Any, args: argparse.Namespace) -> int:
     tenant = await store.create_tenant(args.name)
+    await _audit(store, "tenants.create", "CREATE", tenant_id=tenant.id)
     print(f"{tenant.id}\t{tenant.name}")
     return 0
 
@@ -118,6 +148,7 @@ async def _keys_create(store: Any, args: argparse.Namespace) -> int:
     issued = await store.create_key(
         tenant_id, _peppers(args), scopes=scopes, env=args.env, expires_at=expires
     )
+    await _audit(store, "keys.create", "CREATE", tenant_id=tenant_id, key_id=issued.row.key_id)
     _show_new_key(issued)
     return 0
 
@@ -136,12 +167,15 @@ async def _keys_rotate(store: Any, args: argparse.Namespace) -> int:
     issued = await store.rotate_key(
         tenant_id, args.key_id, _peppers(args), overlap=timedelta(hours=args.overlap_hours)
     )
+    await _audit(store, "keys.rotate", "UPDATE", tenant_id=tenant_id, key_id=issued.row.key_id)
     _show_new_key(issued)
     return 0
 
 
 async def _keys_revoke(store: Any, args: argparse.Namespace) -> int:
-    row = await store.revoke_key(await _tenant_id(store, args.tenant), args.key_id)
+    tenant_id = await _tenant_id(store, args.tenant)
+    row = await store.revoke_key(tenant_id, args.key_id)
+    await _audit(store, "keys.revoke", "DELETE", tenant_id=tenant_id, key_id=row.key_id)
     print(f"{row.key_id}\trevoked {_when(row.revoked_at)}")
     return 0
 
@@ -174,6 +208,7 @@ async def _taxonomy_import(store: Any, args: argparse.Namespace) -> int:
         _err(f"tacet taxonomy: {len(exc.problems)} problem(s); nothing imported")
         return 1
     record = await store.put_taxonomy(tenant_id, taxonomy)
+    await _audit(store, "taxonomy.import", "CREATE", tenant_id=tenant_id, taxonomy=record.reference)
     print(record.reference)
     return 0
 
@@ -233,6 +268,7 @@ async def _policy_set(store: Any, args: argparse.Namespace) -> int:
             _err(f"{args.file}: {problem}")
         return 1
     await store.set_policy(tenant_id, policy)
+    await _audit(store, "policy.set", "UPDATE", tenant_id=tenant_id)
     for task, settings in sorted(policy.items()):
         print(f"{task}\t{settings.mode}\t{settings.human_review}")
     return 0

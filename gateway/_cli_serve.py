@@ -24,7 +24,15 @@ from typing import Any
 from gateway.apikeys import PepperError
 from gateway.settings import ServeSettings, SettingsError, TLSSettings
 
-__all__ = ["prepare", "register", "run", "serve", "settings_from_args"]
+__all__ = [
+    "audit_start",
+    "prepare",
+    "register",
+    "run",
+    "serve",
+    "settings_from_args",
+    "unsafe_flags",
+]
 
 TINY_MODEL_SUBDIR = Path("models") / "tiny-random"
 
@@ -78,6 +86,31 @@ def settings_from_args(
     )
 
 
+def unsafe_flags(settings: ServeSettings) -> list[str]:
+    """The names (never values) of the unsafe settings in use; each gets an audit event."""
+    return ["tls.unsafe_tls12"] if settings.tls.unsafe_tls12 else []
+
+
+async def audit_start(data_dir: Path, settings: ServeSettings) -> None:
+    """`config.start` plus one `config.unsafe_flag` per unsafe setting, on the system chain.
+
+    Raises AuditWriteError if the trail cannot be written: serving does not start unaudited.
+    """
+    from compliance.audit import Activity, AuditEvent, AuditLog
+    from gateway.store import create_engine, database_url
+
+    engine = create_engine(database_url(data_dir, os.environ))
+    try:
+        log = AuditLog(engine)
+        await log.append(AuditEvent("config.start", 200, activity=Activity.OTHER))
+        for name in unsafe_flags(settings):
+            await log.append(
+                AuditEvent("config.unsafe_flag", 200, activity=Activity.OTHER, setting=name)
+            )
+    finally:
+        await engine.dispose()
+
+
 async def _bootstrap_store(data_dir: Path, *, dev: bool) -> Path:
     from gateway.apikeys import load_peppers
     from gateway.store import database_url, ensure_dev_key, open_store
@@ -123,6 +156,7 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
             "its labels are noise until a real model is configured."
         )
         settings = replace(settings, engine=replace(settings.engine, model_dir=model_dir))
+    asyncio.run(audit_start(data_dir, settings))
     if settings.tls.unsafe_tls12:
         say("WARNING: --unsafe-tls12: TLS 1.2 clients are accepted; the default is TLS 1.3 only.")
     return settings, key_file, ca

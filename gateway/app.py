@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+import structlog
 from litestar import Controller, Litestar, Request, get, post, put
 from litestar.config.app import AppConfig
 from litestar.connection import ASGIConnection
@@ -35,8 +38,9 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, JSONBody
 from litestar.plugins import InitPluginProtocol
-from litestar.response import Response
+from litestar.response import Response, Stream
 
+from compliance.audit import Activity, AuditEvent, AuditLog
 from gateway import problems
 from gateway.auth import KeyStore, Principal, bearer_token
 from gateway.engine_client import EngineClient
@@ -58,14 +62,18 @@ if TYPE_CHECKING:
     from gateway.settings import ServeSettings
 
 __all__ = [
+    "AuditSource",
+    "AuditTrail",
     "ClassifyRequest",
     "ClassifyResponse",
     "GatewayPlugin",
     "app_from_settings",
     "create_app",
+    "lazy_audit_log",
 ]
 
 Mode = Literal["diffusion", "autoregressive", "self_speculative"]
+AuditSource = Callable[[], Awaitable[AuditLog]]  # the audit log, opened on first use
 
 
 # ---- request and response bodies (DESIGN.md, HTTP API v1) -----------------------------------
@@ -185,24 +193,34 @@ class ClassifyController(Controller):
     ) -> ClassifyResponse:
         gateway: _Gateway = request.app.state.gateway
         tenant = request.user.tenant_id
+        _audit_note(
+            request,
+            documents=len(data.documents),
+            bytes=sum(len(d.text.encode("utf-8")) for d in data.documents),
+        )
         _require_any(request.user, "classify")
         _check_limits(data, gateway.limits)
         taxonomy = await gateway.taxonomies.resolve(tenant, data.taxonomy)
         if taxonomy is None:
             raise problems.UnknownTaxonomy()
+        # Only a resolved (the tenant's own) name is recorded, never what the caller typed.
+        _audit_note(request, taxonomy=f"{taxonomy['name']}@{taxonomy['version']}")
         policy = None
         if data.task is not None:
             policy = await gateway.taxonomies.task_policy(tenant, data.task)
             if policy is None:
                 raise problems.UnknownTask()
         mode = data.mode or (policy.mode if policy is not None else "diffusion")
+        welcome = gateway.engine.welcome
+        _audit_note(
+            request, mode=mode, model_id=welcome.model_id if welcome is not None else None
+        )
         done = await gateway.engine.classify(
             dict(taxonomy), [d.text for d in data.documents], mode=mode
         )
         by_index = {item.index: item for item in done}
         if sorted(by_index) != list(range(len(data.documents))):
             raise problems.InternalError()
-        welcome = gateway.engine.welcome
         review_key = gateway.taxonomies.review_key(tenant)
         name, _ = parse_reference(data.taxonomy)
         return ClassifyResponse(
@@ -336,6 +354,168 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response(Health(status="ready"))
 
 
+# ---- audit trail (compliance.audit): one record per /v1 call, durable before the body -------
+
+_AUDIT_NOTES = "tacet_audit"
+
+# operation_id -> (constant operation name, OCSF activity). Anything else under /v1 (an unknown
+# path) is recorded as "unknown" with its status.
+_OPERATIONS: dict[str, tuple[str, Activity]] = {
+    "classify": ("classify", Activity.OTHER),
+    "listTaxonomies": ("taxonomies.list", Activity.READ),
+    "getTaxonomy": ("taxonomies.get", Activity.READ),
+    "listTaxonomyVersions": ("taxonomies.versions", Activity.READ),
+    "putTaxonomy": ("taxonomies.put", Activity.CREATE),
+    "auditExport": ("audit.export", Activity.READ),
+}
+
+
+def _audit_note(request: Request[Any, Any, Any], **fields: Any) -> None:
+    """Metadata for this request's audit record (names of AuditEvent fields; never content)."""
+    request.scope["state"].setdefault(_AUDIT_NOTES, {}).update(fields)
+
+
+def _audit_event(scope: Any, status: int, started: float) -> AuditEvent:
+    """Everything from the scope: route constant, principal, peer address, handler notes."""
+    handler = scope.get("route_handler")
+    operation_id = getattr(handler, "operation_id", None)
+    operation, activity = _OPERATIONS.get(
+        operation_id if isinstance(operation_id, str) else "", ("unknown", Activity.OTHER)
+    )
+    user = scope.get("user")
+    principal = user if isinstance(user, Principal) else None
+    client = scope.get("client")
+    notes = scope["state"].get(_AUDIT_NOTES, {})
+    return AuditEvent(
+        operation=operation,
+        status=status,
+        activity=activity,
+        request_id=scope["state"]["tacet_request_id"],
+        tenant_id=principal.tenant_id if principal is not None else None,
+        key_id=principal.key_id if principal is not None else None,
+        source_ip=client[0] if client else None,  # the socket peer, never X-Forwarded-For
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        **notes,
+    )
+
+
+class AuditTrail:
+    """ASGI wrapper around the whole Litestar handler: the one place /v1 calls are audited.
+
+    It sits outside routing, authentication and the exception handlers, so it sees the final
+    status of every call (401 from auth, 404 for an unknown path, 413 before parsing, 503...).
+    It holds `http.response.start` until the record is committed; if the append fails, the
+    client gets a constant 503 `audit-unavailable` instead, and the result body is dropped.
+    """
+
+    def __init__(self, app: Any, audit: AuditSource) -> None:
+        self._app, self._audit = app, audit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        request_id = state.setdefault("tacet_request_id", uuid.uuid4().hex)
+        failed, body_sent = False, False
+
+        async def audited_send(message: Any) -> None:
+            nonlocal failed, body_sent
+            if message["type"] == "http.response.start":
+                if not await self._append(_audit_event(scope, message["status"], started)):
+                    failed, message = True, _audit_failed_start(request_id)
+            elif failed and message["type"] == "http.response.body":
+                body = b"" if body_sent else problems.problem_body(
+                    problems.AuditUnavailable, request_id
+                )
+                message = {**message, "body": body}
+                body_sent = True
+            await send(message)
+
+        await self._app(scope, receive, audited_send)
+
+    async def _append(self, event: AuditEvent) -> bool:
+        """True once committed; False on any failure (fail closed, whatever the cause)."""
+        try:
+            await (await self._audit()).append(event)
+        except Exception as exc:  # AuditWriteError, or the store could not even be opened
+            structlog.get_logger("tacet.gateway").error(
+                "audit_write_failed", request_id=event.request_id, error_type=type(exc).__name__
+            )
+            return False
+        return True
+
+
+def _audit_failed_start(request_id: str) -> dict[str, Any]:
+    problem = problems.AuditUnavailable
+    return {
+        "type": "http.response.start",
+        "status": problem.status,
+        "headers": [
+            (b"content-type", problems.PROBLEM_MEDIA_TYPE.encode()),
+            (b"retry-after", str(problem.retry_after).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"server", b""),
+        ],
+    }
+
+
+def _query_time(value: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    if not value:
+        raise problems.Invalid()
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise problems.Invalid() from None
+    if moment.tzinfo is None:
+        raise problems.Invalid()
+    return moment.astimezone(UTC)
+
+
+@get(
+    "/v1/audit/export",
+    operation_id="auditExport",
+    summary="The caller's tenant's audit records in [from, to), as JSONL",
+    security=[{"bearer": []}],
+    tags=["audit"],
+)
+async def audit_export(request: Request[Principal, str, Any]) -> Stream:
+    """Scope `audit:read`; only the caller's own tenant chain, whatever the query says."""
+    from compliance.audit import canonical
+
+    _require_any(request.user, "audit:read")
+    start = _query_time(request.query_params.get("from"))
+    end = _query_time(request.query_params.get("to"))
+    if end <= start:
+        raise problems.Invalid()
+    gateway: _Gateway = request.app.state.gateway
+    if gateway.audit is None:
+        raise problems.AuditUnavailable()
+    log = await gateway.audit()
+    records = await log.records(request.user.tenant_id, start, end)
+
+    async def lines() -> AsyncIterator[bytes]:
+        for record in records:
+            yield canonical(record) + b"\n"
+
+    return Stream(lines(), media_type="application/x-ndjson")
+
+
+def lazy_audit_log(keys: Any) -> AuditSource:
+    """An AuditSource over the key store's database (one engine, opened in the worker)."""
+    holder: list[AuditLog] = []
+
+    async def audit_log() -> AuditLog:
+        if not holder:
+            holder.append(AuditLog((await keys.store()).engine))
+        return holder[0]
+
+    return audit_log
+
+
 # ---- wiring ---------------------------------------------------------------------------------
 
 
@@ -345,6 +525,7 @@ class _Gateway:
     keys: KeyStore
     taxonomies: TenantTaxonomyStore
     limits: LimitSettings
+    audit: AuditSource | None = None
 
 
 async def _blank_server_header(message: Any, scope: Any) -> None:
@@ -376,7 +557,9 @@ class GatewayPlugin(InitPluginProtocol):
                 # Granian drains in-flight requests before lifespan shutdown runs.
                 await gateway.engine.stop()
 
-        app_config.route_handlers.extend([ClassifyController, TaxonomyController, healthz, readyz])
+        app_config.route_handlers.extend(
+            [ClassifyController, TaxonomyController, audit_export, healthz, readyz]
+        )
         app_config.middleware.append(
             DefineMiddleware(BearerAuth, keys=gateway.keys, exclude=["^/schema"])
         )
@@ -413,22 +596,28 @@ def create_app(
     keys: KeyStore,
     taxonomies: TenantTaxonomyStore | StaticTaxonomyStore,
     limits: LimitSettings | None = None,
+    audit: AuditSource | None = None,
 ) -> Litestar:
     """The gateway app around an engine client, a key store and a taxonomy store.
 
     A `StaticTaxonomyStore` (tests, embedding) is shared read-only by every tenant; `tacet
-    serve` passes a `DatabaseTaxonomyStore`, which keeps each tenant's own.
+    serve` passes a `DatabaseTaxonomyStore`, which keeps each tenant's own. With `audit`, every
+    /v1 call is recorded before its response leaves (`AuditTrail`); `tacet serve` always
+    passes one.
     """
     if isinstance(taxonomies, StaticTaxonomyStore):
         taxonomies = SharedStaticTaxonomies(taxonomies)
-    gateway = _Gateway(engine, keys, taxonomies, limits or LimitSettings())
-    return Litestar(
+    gateway = _Gateway(engine, keys, taxonomies, limits or LimitSettings(), audit)
+    app = Litestar(
         plugins=[GatewayPlugin(gateway)],
         openapi_config=_openapi(),
         request_max_body_size=gateway.limits.max_body_bytes,  # 413 before the body is parsed
         logging_config=None,  # logging is configured once per process, on the ZDR allowlist
         debug=False,
     )
+    if audit is not None:
+        app.asgi_handler = AuditTrail(app.asgi_handler, audit)
+    return app
 
 
 async def _import_dev_taxonomies(keys: Any, extra_dirs: tuple[Path, ...]) -> None:
@@ -472,6 +661,7 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
         keys=keys,
         taxonomies=DatabaseTaxonomyStore(keys.store, peppers.derive("review-sampling")),
         limits=settings.limits,
+        audit=lazy_audit_log(keys),  # config.start is recorded by `tacet serve` before this
     )
     if settings.dev:
         app.on_startup.append(partial(_import_dev_taxonomies, keys, settings.taxonomy_dirs))

@@ -17,6 +17,8 @@ Exception tree (everything the gateway raises on purpose)::
     ├── EngineRejectedProblem       422   engine-rejected
     ├── Busy                        429   busy            (Retry-After)
     ├── EngineDown                  503   engine-unavailable (Retry-After)
+    ├── AuditUnavailable            503   audit-unavailable  (Retry-After; the audit trail
+    │                                     could not be written, so the result is withheld)
     └── InternalError               500   internal-error
 
 ZDR: every body is built from class constants plus Tacet's request id. A body never contains a
@@ -40,6 +42,7 @@ from gateway.engine_client import EngineBusy, EngineRejected, EngineUnavailable
 __all__ = [
     "PROBLEM_BASE",
     "PROBLEM_MEDIA_TYPE",
+    "AuditUnavailable",
     "Busy",
     "Conflict",
     "EngineDown",
@@ -58,6 +61,7 @@ __all__ = [
     "UnknownTaxonomy",
     "UnsupportedMediaType",
     "exception_handlers",
+    "problem_body",
     "request_id",
 ]
 
@@ -175,8 +179,28 @@ class EngineDown(Problem):
     retry_after = RETRY_AFTER_SECONDS
 
 
+class AuditUnavailable(Problem):
+    status, slug, title = 503, "audit-unavailable", "Audit trail unavailable"
+    detail = "The audit record could not be written, so no result is returned; retry later."
+    retry_after = RETRY_AFTER_SECONDS
+
+
 class InternalError(Problem):
     pass
+
+
+def problem_body(problem: type[Problem], request_id: str) -> bytes:
+    """The constant JSON body of `problem` (for paths below Litestar's response objects)."""
+    return msgspec.json.encode(
+        ProblemBody(
+            type=PROBLEM_BASE + problem.slug,
+            title=problem.title,
+            status=problem.status,
+            detail=problem.detail,
+            request_id=request_id,
+            retry_after=problem.retry_after,
+        )
+    )
 
 
 def request_id(request: Request[Any, Any, Any]) -> str:
