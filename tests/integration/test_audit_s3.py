@@ -20,7 +20,6 @@ from typing import Any
 import boto3
 import moto.server as moto_server
 import pytest
-from test_store import _reset_schema, postgres_url  # the PostgreSQL server fixture, shared
 
 from compliance.audit import (
     AuditEvent,
@@ -38,9 +37,9 @@ from compliance.audit import (
 from compliance.audit.signer import verify_signature
 from gateway import _cli_audit
 from gateway.store import async_upgrade_to_head, create_engine, database_url
+from tests.integration._postgres import reset_schema
 
 pytestmark = pytest.mark.integration
-__all__ = ["postgres_url"]  # a fixture, used by name
 
 BUCKET = "tacet-audit"
 REGION = "us-east-1"
@@ -241,7 +240,7 @@ def test_postgres_writers_never_fork_a_chain(postgres_url: Any) -> None:
     """Two engines (two gateways) append concurrently; the advisory lock keeps one chain."""
 
     async def body() -> None:
-        await _reset_schema(postgres_url)
+        await reset_schema(postgres_url)
         engines = [create_engine(postgres_url), create_engine(postgres_url)]
         await async_upgrade_to_head(engines[0])
         logs = [AuditLog(e) for e in engines]

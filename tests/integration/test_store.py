@@ -9,23 +9,19 @@ when we are root. Skipped, with the reason, only when those binaries are absent.
 from __future__ import annotations
 
 import asyncio
-import glob
 import hashlib
 import os
-import pwd
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, inspect, select, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from gateway.apikeys import SCOPES, KeyVerifier, Peppers, parse_key
@@ -46,6 +42,7 @@ from gateway.store import (
 from gateway.store.migrate import current_revision
 from gateway.store.models import Base
 from gateway.taxonomy_io import parse_csv, parse_json
+from tests.integration._postgres import reset_schema
 
 pytestmark = pytest.mark.integration
 
@@ -67,71 +64,12 @@ POLICY = parse_policy(
 )
 
 
-# --- PostgreSQL server ---------------------------------------------------------------------
-
-
-def _pg_bindir() -> Path | None:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    found = candidates[0] if candidates else shutil.which("initdb")
-    return Path(found).resolve().parent if found else None
-
-
-def _run_as(user: str | None) -> dict[str, Any]:
-    return {"user": user, "group": pwd.getpwnam(user).pw_gid} if user else {}
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[URL]:
-    given = os.environ.get("TACET_TEST_POSTGRES_URL")
-    if given:
-        yield make_url(given)
-        return
-    bindir = _pg_bindir()
-    if bindir is None or not (bindir / "pg_ctl").exists():
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are absent; apt-get install postgresql")
-    user = "nobody" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
-    base = Path(tempfile.mkdtemp(prefix="tacet-pg-"))
-    if user:
-        entry = pwd.getpwnam(user)
-        os.chown(base, entry.pw_uid, entry.pw_gid)
-    data, log = base / "data", base / "server.log"
-    quiet = {"check": True, "capture_output": True, "cwd": base, **_run_as(user)}
-    try:
-        subprocess.run(
-            [bindir / "initdb", "-D", data, "-U", "tacet", "--auth=trust", "-E", "UTF8", "-N"],
-            **quiet,
-        )
-        options = f"-k {base} -c listen_addresses='' -F"
-        subprocess.run(
-            [bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"],
-            **quiet,
-        )
-        yield URL.create(
-            "postgresql+asyncpg", username="tacet", database="postgres", query={"host": str(base)}
-        )
-    finally:
-        if (data / "postmaster.pid").exists():
-            stop = [bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]
-            subprocess.run(stop, **{**quiet, "check": False})
-        shutil.rmtree(base, ignore_errors=True)
-
-
-async def _reset_schema(url: URL) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("DROP SCHEMA public CASCADE"))
-            await connection.execute(text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> URL:
     if request.param == "sqlite":
         return database_url(tmp_path / "data", {})
     url: URL = request.getfixturevalue("postgres_url")
-    asyncio.run(_reset_schema(url))
+    asyncio.run(reset_schema(url))
     return url
 
 

@@ -31,9 +31,7 @@ from gateway.policies import TaskPolicy
 from gateway.store import database_url, open_store
 from gateway.taxonomies import DatabaseTaxonomyStore, import_bundled
 from gateway.taxonomy_io import parse_csv
-from tests.integration.test_store import _reset_schema, postgres_url
-
-__all__ = ["postgres_url"]  # a fixture shared with the store tests (one server per module)
+from tests.integration._postgres import reset_schema
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +139,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
         url = database_url(tmp_path, {})
     else:
         url = request.getfixturevalue("postgres_url")
-        asyncio.run(_reset_schema(url))
+        asyncio.run(reset_schema(url))
     return asyncio.run(_seed(url, random.Random(1234)))
 
 
