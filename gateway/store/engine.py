@@ -1,8 +1,9 @@
 """Which database, and an async engine for it: SQLite in the data dir unless told otherwise.
 
 `TACET_DATABASE_URL` may name PostgreSQL (`postgresql://`, `postgres://` or
-`postgresql+asyncpg://`; driven by asyncpg) or an SQLite file. A URL can carry a password, so
-it is only ever shown through `redacted`.
+`postgresql+asyncpg://`; driven by asyncpg) or an SQLite file; `TACET_DATABASE_URL_FILE` names a
+file holding it instead (a systemd credential), so the password never sits in the environment.
+A URL can carry a password, so it is only ever shown through `redacted`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.store.errors import UnsupportedDatabase
 
-__all__ = ["DATABASE_FILE", "DATABASE_URL_ENV", "create_engine", "database_url", "redacted"]
+__all__ = [
+    "DATABASE_FILE",
+    "DATABASE_URL_ENV",
+    "DATABASE_URL_FILE_ENV",
+    "create_engine",
+    "database_url",
+    "redacted",
+]
 
 DATABASE_URL_ENV = "TACET_DATABASE_URL"
+DATABASE_URL_FILE_ENV = "TACET_DATABASE_URL_FILE"
 DATABASE_FILE = "tacet.db"
 
 
@@ -42,13 +51,31 @@ def _normalize(raw: str) -> URL:
 
 
 def database_url(data_dir: Path, env: Mapping[str, str] | None = None) -> URL:
-    """`TACET_DATABASE_URL` when set, else `<data-dir>/tacet.db` through aiosqlite."""
+    """`TACET_DATABASE_URL` (or the file `TACET_DATABASE_URL_FILE` names), else the data dir's
+    `tacet.db` through aiosqlite. Setting both is an error: which one wins would be a guess."""
     env = os.environ if env is None else env
     raw = env.get(DATABASE_URL_ENV)
+    url_file = env.get(DATABASE_URL_FILE_ENV)
+    if raw and url_file:
+        raise UnsupportedDatabase(f"set {DATABASE_URL_ENV} or {DATABASE_URL_FILE_ENV}, not both")
+    if url_file:
+        raw = _read_url_file(Path(url_file))
     if raw:
         return _normalize(raw)
     path = (data_dir / DATABASE_FILE).resolve()
     return URL.create("sqlite+aiosqlite", database=str(path))
+
+
+def _read_url_file(path: Path) -> str:
+    try:
+        raw = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnsupportedDatabase(
+            f"{DATABASE_URL_FILE_ENV}: cannot read the file ({type(exc).__name__})"
+        ) from None
+    if not raw:
+        raise UnsupportedDatabase(f"{DATABASE_URL_FILE_ENV}: the file is empty")
+    return raw
 
 
 def redacted(url: URL | str) -> str:

@@ -104,6 +104,24 @@ def test_unsupported_database_url_is_refused(tmp_path: Path) -> None:
             database_url(tmp_path, {"TACET_DATABASE_URL": raw})
 
 
+def test_database_url_from_a_credential_file(tmp_path: Path) -> None:
+    from gateway.store import UnsupportedDatabase
+
+    secret = tmp_path / "database-url"
+    secret.write_text("postgres://u:pw@db.internal/tacet\n")
+    url = database_url(tmp_path, {"TACET_DATABASE_URL_FILE": str(secret)})
+    assert url.drivername == "postgresql+asyncpg" and url.password == "pw"
+    both = {"TACET_DATABASE_URL": "sqlite:///x.db", "TACET_DATABASE_URL_FILE": str(secret)}
+    with pytest.raises(UnsupportedDatabase, match="not both"):
+        database_url(tmp_path, both)
+    secret.write_text("  \n")
+    with pytest.raises(UnsupportedDatabase, match="empty"):
+        database_url(tmp_path, {"TACET_DATABASE_URL_FILE": str(secret)})
+    with pytest.raises(UnsupportedDatabase, match="cannot read") as refused:
+        database_url(tmp_path, {"TACET_DATABASE_URL_FILE": str(tmp_path / "absent")})
+    assert "absent" not in str(refused.value)  # no path or content in the message
+
+
 def test_sqlite_file_is_private(tmp_path: Path) -> None:
     url = database_url(tmp_path / "data", {})
     assert upgrade_to_head(url) == head_revision()
