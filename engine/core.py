@@ -93,6 +93,7 @@ class EngineCore:
         self._undelivered: list[DocumentResult] = []  # finished while classify() was stepping
         self._active: list[_Active] = []
         self._counter = itertools.count()
+        self.document_passes = 0  # documents run through the model, summed over steps
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ class EngineCore:
         batch = self.schedule()
         flat = [row for _, rows in batch for row in rows]
         results = self.runner.run(flat) if flat else []
+        self.document_passes += len(batch)
         start = 0
         finished = []
         for active, rows in batch:

@@ -1,10 +1,15 @@
 """The engine process: isolates itself, loads one model, serves `engine/protocol.py` on a socket.
 
-    python -m engine.process --socket PATH --model DIR [--device cpu]
+    python -m engine.process --socket PATH --model DIR [--device cpu] [--standalone]
+
+The gateway spawns and supervises it (it dies with its parent); `--standalone` (what `tacet
+engine` runs under its own systemd unit) lives on its own, and the gateway and the bulk worker
+connect to its socket (`TACET_ENGINE_SOCKET`).
 
 Start-up order: isolation (`engine/_isolation.py`: network namespace, then non-dumpable and
 RLIMIT_CORE 0), then the model, then the socket (parent directory 0700, socket file 0600).
-Only a peer whose SO_PEERCRED uid equals ours is served, one connection at a time.
+Only a peer whose SO_PEERCRED uid equals ours is served; every connected peer shares one
+`EngineLoop`, so documents of all peers are batched together.
 
 `EngineLoop` is the transport-free heart: it takes messages, runs the blocking
 `EngineCore.step()` in a worker thread between them, and emits DocumentDone / CallDone. The
@@ -76,14 +81,25 @@ def _quiet_excepthook(kind: type[BaseException], value: BaseException, tb: objec
 
 
 class EngineLoop:
-    """Runs EngineCore steps between messages; one instance per connection."""
+    """Runs EngineCore steps between messages for one peer or, in the socket server, for every
+    connected peer at once (`many=True`; the gateway and the bulk worker of one host share the
+    engine unit).
 
-    def __init__(self, core, send: Send) -> None:  # core: engine.core.EngineCore
-        self.core = core
-        self.send = send
-        self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
-        self.remaining: dict[str, int] = {}  # call_id -> documents still to deliver
+    Each peer is identified by its `send` callable. Call ids are the peer's own; inside the core
+    they are prefixed with the peer's number, so two peers may use the same id. A peer that goes
+    away (`put(None, send)`) has its calls aborted; with one peer that also ends `run()`.
+    """
+
+    def __init__(self, core, send: Send | None = None, *, many: bool = False) -> None:
+        self.core = core  # engine.core.EngineCore
+        self.send = send  # the one peer's sender when not `many`
+        self.many = many
+        self.inbox: asyncio.Queue[tuple[Send | None, Message | None]] = asyncio.Queue()
+        self.remaining: dict[str, int] = {}  # core request id -> documents still to deliver
+        self._owners: dict[str, tuple[Send, str]] = {}  # core request id -> (peer, call id)
+        self._peers: dict[Send, int] = {}
         self.steps = 0
+        self.aborted_documents = 0
         self.shutdown_requested = False
 
     @property
@@ -91,45 +107,79 @@ class EngineLoop:
         return sum(self.remaining.values())
 
     def health(self) -> HealthReport:
-        return HealthReport(ready=True, queued_documents=self.queued_documents, steps=self.steps)
+        return HealthReport(
+            ready=True,
+            queued_documents=self.queued_documents,
+            steps=self.steps,
+            document_passes=self.core.document_passes,
+            aborted_documents=self.aborted_documents,
+        )
 
-    def put(self, message: Message | None) -> None:
-        """Queue a message from the peer; None means the peer is gone."""
-        self.inbox.put_nowait(message)
+    def put(self, message: Message | None, send: Send | None = None) -> None:
+        """Queue a message from a peer (default: the one peer); None means the peer is gone."""
+        self.inbox.put_nowait((send, message))
+
+    def _request_id(self, send: Send, call_id: str) -> str:
+        number = self._peers.setdefault(send, len(self._peers) + 1)
+        return f"{number}/{call_id}"
 
     async def run(self) -> None:
-        """Serve until Shutdown or the peer is gone; drops what is left in the core then."""
+        """Serve until Shutdown (or, with one peer, until it is gone); then drop what is left."""
         try:
             while True:
                 if self.core.has_work and self.inbox.empty():
                     await self.step()
                     continue
-                message = await self.inbox.get()
-                if message is None or isinstance(message, Shutdown):
-                    self.shutdown_requested = isinstance(message, Shutdown)
+                sender, message = await self.inbox.get()
+                send = sender or self.send
+                if send is None:
+                    raise ProtocolError("a message without a peer")
+                if message is None:
+                    self._drop_peer(send)
+                    if not self.many:
+                        return
+                    continue
+                if isinstance(message, Shutdown):
+                    self.shutdown_requested = True
                     return
-                await self.handle(message)
+                await self.handle(message, send)
         finally:
-            for call_id in list(self.remaining):
-                self.core.abort(call_id)
+            for request_id in list(self.remaining):
+                self.core.abort(request_id)
             self.remaining.clear()
+            self._owners.clear()
 
-    async def handle(self, message: Message) -> None:
+    def _drop_peer(self, send: Send) -> None:
+        for request_id, (owner, _) in list(self._owners.items()):
+            if owner is send:
+                self.core.abort(request_id)
+                self.remaining.pop(request_id, None)
+                del self._owners[request_id]
+        self._peers.pop(send, None)
+
+    async def handle(self, message: Message, send: Send | None = None) -> None:
+        send = send or self.send
+        assert send is not None
         if isinstance(message, Classify):
-            await self.classify(message)
+            await self.classify(message, send)
         elif isinstance(message, Abort):
-            if self.remaining.pop(message.call_id, None) is not None:
-                self.core.abort(message.call_id)
-            await self.send(CallDone(message.call_id, aborted=True))
+            request_id = self._request_id(send, message.call_id)
+            if self.remaining.pop(request_id, None) is not None:
+                self._owners.pop(request_id, None)
+                self.aborted_documents += self.core.abort(request_id)
+            await send(CallDone(message.call_id, aborted=True))
         elif isinstance(message, Health):
-            await self.send(self.health())
+            await send(self.health())
         else:  # a message only the engine sends, or a second Hello
             raise ProtocolError("unexpected message")
 
-    async def classify(self, message: Classify) -> None:
+    async def classify(self, message: Classify, send: Send | None = None) -> None:
+        send = send or self.send
+        assert send is not None
         call_id = message.call_id
-        if call_id in self.remaining:
-            await self.send(Error(ErrorKind.BAD_REQUEST, call_id))
+        request_id = self._request_id(send, call_id)
+        if request_id in self.remaining:
+            await send(Error(ErrorKind.BAD_REQUEST, call_id))
             return
         try:
             from engine.decoding import Mode
@@ -138,46 +188,51 @@ class EngineLoop:
             compiled = self.core.compile(message.taxonomy)
         except Exception:  # any taxonomy the engine cannot compile is the caller's error
             _event("engine.classify_rejected")
-            await self.send(Error(ErrorKind.BAD_REQUEST, call_id))
+            await send(Error(ErrorKind.BAD_REQUEST, call_id))
             return
         if not message.texts:
-            await self.send(CallDone(call_id))
+            await send(CallDone(call_id))
             return
         try:
-            self.core.add_request(call_id, compiled, message.texts, mode, message.threshold)
+            self.core.add_request(request_id, compiled, message.texts, mode, message.threshold)
         except Exception:
-            self.core.abort(call_id)
+            self.core.abort(request_id)
             _event("engine.classify_failed")
-            await self.send(Error(ErrorKind.INTERNAL, call_id))
+            await send(Error(ErrorKind.INTERNAL, call_id))
             return
-        self.remaining[call_id] = len(message.texts)
+        self.remaining[request_id] = len(message.texts)
+        self._owners[request_id] = (send, call_id)
 
     async def step(self) -> None:
         try:
             finished = await asyncio.to_thread(self.core.step)
         except Exception:
             _event("engine.step_failed", calls=len(self.remaining))
-            for call_id in list(self.remaining):
-                self.core.abort(call_id)
-                await self.send(Error(ErrorKind.INTERNAL, call_id))
+            for request_id, (send, call_id) in list(self._owners.items()):
+                self.core.abort(request_id)
+                await send(Error(ErrorKind.INTERNAL, call_id))
             self.remaining.clear()
+            self._owners.clear()
             return
         self.steps += 1
         for result in finished:
             left = self.remaining.get(result.request_id)
-            if left is None:  # aborted while the step ran
+            owner = self._owners.get(result.request_id)
+            if left is None or owner is None:  # aborted while the step ran
                 continue
-            await self.send(document_done(result))
+            send, call_id = owner
+            await send(document_done(result, call_id))
             if left == 1:
                 del self.remaining[result.request_id]
-                await self.send(CallDone(result.request_id))
+                del self._owners[result.request_id]
+                await send(CallDone(call_id))
             else:
                 self.remaining[result.request_id] = left - 1
 
 
-def document_done(result) -> DocumentDone:  # result: engine.core.DocumentResult
+def document_done(result, call_id: str) -> DocumentDone:  # engine.core.DocumentResult
     return DocumentDone(
-        call_id=result.request_id,
+        call_id=call_id,
         index=result.index,
         labels=[LabelOut(s.facet, s.label, s.probability) for s in result.labels],
         label_mass=dict(result.label_mass),
@@ -242,69 +297,82 @@ def prepare_socket(path: Path) -> socket.socket:
     return server
 
 
-async def serve_connection(conn: socket.socket, core, welcome: Welcome) -> bool:
-    """Handshake, then serve one gateway connection; True when it asked for Shutdown."""
+async def serve_connection(conn: socket.socket, loop: EngineLoop, welcome: Welcome) -> None:
+    """Handshake, then feed one peer's messages to the shared loop until it goes away."""
     reader, writer = await asyncio.open_unix_connection(sock=conn)
     lock = asyncio.Lock()
 
     async def send(message: Message) -> None:
+        if writer.is_closing():  # the peer is gone; its calls are being dropped
+            return
         async with lock:
-            writer.write(encode_frame(message))
-            await writer.drain()
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(encode_frame(message))
+                await writer.drain()
 
-    loop = EngineLoop(core, send)
     try:
         hello = await read_message(reader)
         if not isinstance(hello, Hello) or hello.version != PROTOCOL_VERSION:
             _event("engine.version_mismatch")
             await send(Error(ErrorKind.VERSION_MISMATCH))
-            return False
+            return
         await send(welcome)
         _event("engine.connected")
-        reading = asyncio.create_task(_pump(reader, loop))
-        try:
-            await loop.run()
-        finally:
-            reading.cancel()
-        return loop.shutdown_requested
+        await _pump(reader, loop, send)
     except (ProtocolError, asyncio.IncompleteReadError, ConnectionError):
         _event("engine.connection_lost")
-        return False
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
 
 
-async def _pump(reader: asyncio.StreamReader, loop: EngineLoop) -> None:
+async def _pump(reader: asyncio.StreamReader, loop: EngineLoop, send: Send) -> None:
     """Frames to the loop's inbox; Health is answered at once, even while a step runs."""
     try:
         while True:
             message = await read_message(reader)
             if isinstance(message, Health):
-                await loop.send(loop.health())
+                await send(loop.health())
             elif isinstance(message, (Classify, Abort, Shutdown)):
-                loop.put(message)
+                loop.put(message, send)
             else:
                 raise ProtocolError("unexpected message")
     except (ProtocolError, asyncio.IncompleteReadError, ConnectionError):
-        loop.put(None)
+        _event("engine.connection_lost")
+    finally:
+        loop.put(None, send)
 
 
 async def serve(server: socket.socket, core, welcome: Welcome) -> None:
-    """Accept one connection at a time; refuse peers of another uid."""
-    loop = asyncio.get_running_loop()
+    """Serve every connected peer of our uid through one loop, until a peer sends Shutdown."""
+    aio = asyncio.get_running_loop()
     # asyncio's default handler prints exception messages; ours prints a constant event only.
-    loop.set_exception_handler(lambda _loop, _context: _event("engine.loop_error"))
-    while True:
-        conn, _ = await loop.sock_accept(server)
-        if not _isolation.peer_allowed(conn):
-            _event("engine.peer_refused")
-            conn.close()
-            continue
-        if await serve_connection(conn, core, welcome):
-            _event("engine.shutdown")
-            return
+    aio.set_exception_handler(lambda _loop, _context: _event("engine.loop_error"))
+    loop = EngineLoop(core, many=True)
+    running = aio.create_task(loop.run())
+    connections: set[asyncio.Task[None]] = set()
+    try:
+        while not running.done():
+            accepting = aio.create_task(aio.sock_accept(server))
+            await asyncio.wait({accepting, running}, return_when=asyncio.FIRST_COMPLETED)
+            if not accepting.done():
+                accepting.cancel()
+                break
+            conn, _ = accepting.result()
+            if not _isolation.peer_allowed(conn):
+                _event("engine.peer_refused")
+                conn.close()
+                continue
+            task = aio.create_task(serve_connection(conn, loop, welcome))
+            connections.add(task)
+            task.add_done_callback(connections.discard)
+        await running  # re-raises a failure of the loop itself
+        _event("engine.shutdown")
+    finally:
+        for task in list(connections):
+            task.cancel()
+        running.cancel()
 
 
 # -- start-up ----------------------------------------------------------------------------------
@@ -344,6 +412,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--socket", required=True, type=Path, help="Unix socket path to serve")
     parser.add_argument("--model", required=True, type=Path, help="model directory")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    parser.add_argument(
+        "--standalone", action="store_true",
+        help="run on its own (a service), not as the child of a gateway that supervises it",
+    )
     return parser.parse_args(argv)
 
 
@@ -352,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     _single_threaded_or_reexec()
     isolation = _isolation.isolate()
-    _die_with_parent()
+    if not args.standalone:
+        _die_with_parent()
     _event(
         "engine.isolated",
         non_dumpable=isolation.non_dumpable,

@@ -128,9 +128,16 @@ class Health(msgspec.Struct, tag="health", frozen=True):
 
 
 class HealthReport(msgspec.Struct, tag="health_report", frozen=True):
+    """The engine's state and counters since it started serving (counts only, never content)."""
+
     ready: bool
     queued_documents: int
-    steps: int
+    steps: int  # forward steps (one scheduled batch each)
+    # Documents run through the model, summed over steps: a document in a step counts once.
+    # For finished documents it equals the sum of their `DecodeOut.forward_passes`, so a caller
+    # can prove no pass ran for work it aborted (tests/integration/test_stream.py).
+    document_passes: int = 0
+    aborted_documents: int = 0  # documents dropped by Abort before they finished
 
 
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):

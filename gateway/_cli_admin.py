@@ -1,6 +1,6 @@
 """Control-plane admin commands that work directly on the database (no running gateway needed).
 
-`tacet tenants create|list`, `tacet keys create|list|rotate|revoke`,
+`tacet tenants create|list|limits`, `tacet keys create|list|rotate|revoke`,
 `tacet taxonomy import|list|show|diff`, `tacet policy set`. The database is the one `tacet
 serve` uses: `TACET_DATABASE_URL`, else `<--data-dir>/tacet.db`. A new key's token is written
 once, alone, to stdout (so `tacet keys create ... > keyfile` captures it) and nowhere else:
@@ -125,6 +125,55 @@ async def _tenants_list(store: Any, args: argparse.Namespace) -> int:
     for tenant in await store.list_tenants():
         state = "disabled" if tenant.disabled_at else "active"
         print(f"{tenant.id}\t{tenant.name}\t{state}\t{_when(tenant.created_at)}")
+    return 0
+
+
+_UNLIMITED = -1  # `--rpm none`: clear the limit (NULL in the row)
+
+
+def _limit(value: str) -> int:
+    if value.strip().lower() in ("none", "unlimited"):
+        return _UNLIMITED
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a positive integer, or 'none' for no limit") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("a positive integer, or 'none' for no limit")
+    return number
+
+
+def _show_limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+async def _tenants_limits(store: Any, args: argparse.Namespace) -> int:
+    """Set the given limits (others unchanged) and print all three; no flag: just print."""
+    from gateway.store import TenantLimits
+
+    tenant_id = await _tenant_id(store, args.name)
+    tenant = await store.get_tenant(tenant_id)
+    current = tenant.limits
+    given = {
+        "requests_per_minute": args.rpm,
+        "documents_per_minute": args.dpm,
+        "max_concurrency": args.concurrency,
+    }
+    if any(v is not None for v in given.values()):
+        merged: dict[str, int | None] = {}
+        for name, value in given.items():
+            if value is None:  # flag not given: keep the current value
+                merged[name] = getattr(current, name)
+            else:
+                merged[name] = None if value == _UNLIMITED else value
+        tenant = await store.set_tenant_limits(tenant_id, TenantLimits(**merged))
+        await _audit(store, "tenants.limits", "UPDATE", tenant_id=tenant_id)
+    limits = tenant.limits
+    print(
+        f"{tenant.name}\trequests_per_minute={_show_limit(limits.requests_per_minute)}"
+        f"\tdocuments_per_minute={_show_limit(limits.documents_per_minute)}"
+        f"\tmax_concurrency={_show_limit(limits.max_concurrency)}"
+    )
     return 0
 
 
@@ -337,6 +386,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     create = _add(tenants, "create", _tenants_create, "create a tenant", common)
     create.add_argument("name")
     _add(tenants, "list", _tenants_list, "list tenants", common)
+    limits = _add(
+        tenants, "limits", _tenants_limits,
+        "show or set a tenant's per-minute and concurrency limits (per gateway process)", common,
+    )
+    limits.add_argument("name")
+    limits.add_argument("--rpm", type=_limit, help="requests per minute ('none': no limit)")
+    limits.add_argument("--dpm", type=_limit, help="documents per minute ('none': no limit)")
+    limits.add_argument(
+        "--concurrency", type=_limit, help="requests in flight at once ('none': no limit)"
+    )
     _register_keys(sub, common)
     _register_taxonomy(sub, common)
     policy = sub.add_parser("policy", help="task policies of a tenant").add_subparsers(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.apikeys import PepperError
-from gateway.settings import ServeSettings, SettingsError, TLSSettings
+from gateway.settings import UNSAFE_SETTINGS, ServeSettings, SettingsError, TLSSettings
 
 __all__ = [
     "audit_start",
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 TINY_MODEL_SUBDIR = Path("models") / "tiny-random"
+_LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,9 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="load every *.json taxonomy in this directory (repeatable)",
     )
     parser.add_argument(
+        "--log-level", choices=_LEVELS,
+        help="log level (default info; env TACET_LOG_LEVEL); debug needs --unsafe-log-debug",
+    )
+    parser.add_argument(
         "--unsafe-tls12", action="store_true",
         help="UNSAFE: also accept TLS 1.2 clients (default: TLS 1.3 only)",
     )
+    # Each unsafe setting (see gateway.settings.UNSAFE_SETTINGS and docs/zdr.md) is refused at
+    # start unless its flag is given; the flag is printed as a warning and audited.
+    for unsafe in UNSAFE_SETTINGS:
+        if unsafe.flag != "--unsafe-tls12":
+            parser.add_argument(
+                unsafe.flag, action="append_const", const=unsafe.flag, dest="unsafe_accepted",
+                help=f"UNSAFE: start even with {unsafe.reason}",
+            )
     parser.set_defaults(func=run)
 
 
@@ -73,6 +86,7 @@ def settings_from_args(
         key=args.tls_key or base.tls.key,
         client_ca=args.tls_client_ca or base.tls.client_ca,
         unsafe_tls12=args.unsafe_tls12 or base.tls.unsafe_tls12,
+        disabled=base.tls.disabled,
     )
     engine = replace(base.engine, model_dir=args.model or base.engine.model_dir)
     return replace(
@@ -83,12 +97,14 @@ def settings_from_args(
         tls=tls,
         engine=engine,
         taxonomy_dirs=base.taxonomy_dirs + tuple(args.taxonomy_dir),
+        log=replace(base.log, level=getattr(args, "log_level", None) or base.log.level),
+        unsafe_accepted=frozenset(getattr(args, "unsafe_accepted", None) or ()),
     )
 
 
 def unsafe_flags(settings: ServeSettings) -> list[str]:
     """The names (never values) of the unsafe settings in use; each gets an audit event."""
-    return ["tls.unsafe_tls12"] if settings.tls.unsafe_tls12 else []
+    return [unsafe.name for unsafe in settings.unsafe_in_use()]
 
 
 async def audit_start(data_dir: Path, settings: ServeSettings) -> None:
@@ -135,7 +151,7 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     settings = replace(settings, data_dir=data_dir)
     ca: Path | None = None
-    if settings.tls.cert is None:
+    if settings.tls.cert is None and not settings.tls.disabled:
         files = ensure_dev_tls(data_dir, settings.server.host)
         ca = files.ca
         settings = replace(settings, tls=replace(settings.tls, cert=files.cert, key=files.key))
@@ -145,7 +161,7 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
         key_file = asyncio.run(_bootstrap_store(data_dir, dev=settings.dev))
     except PepperError as exc:
         raise SettingsError(str(exc)) from None
-    if settings.engine.model_dir is None:
+    if settings.engine.model_dir is None and settings.engine.socket is None:
         model_dir = data_dir / TINY_MODEL_SUBDIR
         if not (model_dir / "config.json").is_file():
             from engine.testing import write_tiny_checkpoint
@@ -157,8 +173,8 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
         )
         settings = replace(settings, engine=replace(settings.engine, model_dir=model_dir))
     asyncio.run(audit_start(data_dir, settings))
-    if settings.tls.unsafe_tls12:
-        say("WARNING: --unsafe-tls12: TLS 1.2 clients are accepted; the default is TLS 1.3 only.")
+    for unsafe in settings.unsafe_in_use():
+        say(f"WARNING: {unsafe.flag}: {unsafe.reason} is on; this start is audited.")
     return settings, key_file, ca
 
 
@@ -169,7 +185,15 @@ def serve(settings: ServeSettings, app_loader: Any) -> None:
     from granian.log import LogLevels
     from granian.server import Server
 
-    assert settings.tls.cert is not None and settings.tls.key is not None
+    tls = settings.tls
+    assert tls.disabled or (tls.cert is not None and tls.key is not None)
+    tls_options: dict[str, Any] = {} if tls.disabled else {
+        "ssl_cert": tls.cert,
+        "ssl_key": tls.key,
+        "ssl_protocol_min": SSLProtocols(tls.min_version),
+        "ssl_ca": tls.client_ca,
+        "ssl_client_verify": tls.client_ca is not None,
+    }
     server = Server(
         "tacet",  # a label only: the app comes from app_loader
         address=settings.server.host,
@@ -180,12 +204,8 @@ def serve(settings: ServeSettings, app_loader: Any) -> None:
         websockets=False,
         log_level=LogLevels.warning,
         log_access=False,  # an access log line is a place for paths and ids to leak
-        ssl_cert=settings.tls.cert,
-        ssl_key=settings.tls.key,
-        ssl_protocol_min=SSLProtocols(settings.tls.min_version),
-        ssl_ca=settings.tls.client_ca,
-        ssl_client_verify=settings.tls.client_ca is not None,
         workers_kill_timeout=settings.server.shutdown_timeout_s,  # bounded drain on SIGTERM
+        **tls_options,  # none with TACET_TLS=off (refused unless --unsafe-no-tls)
     )
     server.serve(target_loader=app_loader, wrap_loader=False)
 
@@ -194,16 +214,17 @@ def run(args: argparse.Namespace) -> int:
     from gateway.app import app_from_settings
     from gateway.logging import configure_logging
 
-    configure_logging("info")
-
     try:
-        settings, key_file, ca = prepare(settings_from_args(args))
+        settings = settings_from_args(args)
+        configure_logging(settings.log.level if settings.log.level in _LEVELS else "info")
+        settings, key_file, ca = prepare(settings)
     except SettingsError as exc:
         print(f"tacet serve: {exc}", file=sys.stderr)
         return 2
     host = settings.server.host
     shown = f"[{host}]" if ":" in host else host
-    print(f"Tacet gateway: https://{shown}:{settings.server.port}")
+    scheme = "http" if settings.tls.disabled else "https"
+    print(f"Tacet gateway: {scheme}://{shown}:{settings.server.port}")
     if ca is not None:
         print(f"  CA certificate for clients: {ca}")
     print(f"  API key file (read it, do not share it): {key_file}")

@@ -1,9 +1,10 @@
 """`tacet zdr report`: the effective retention posture, as a table or JSON, failing when unsafe.
 
-The report is a list of sections (host today; engine and gateway sections plug in through
-`SECTION_BUILDERS`). Each section is a list of `compliance.host.Check` results. The command exits
-1 when an enforced section holds an `unsafe` check, so it can gate a deployment; `unknown`
-(a setting that could not be read, e.g. in a container) fails only with `--strict`.
+The report is a list of sections (host, engine, then the gateway configuration: logging,
+tracing, metrics, storage, TLS; more plug in through `SECTION_BUILDERS`). Each section is a
+list of `compliance.host.Check` results. The command exits 1 when an enforced section holds an
+`unsafe` check, so it can gate a deployment; `unknown` (a setting that could not be read, e.g.
+in a container) fails only with `--strict`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from compliance.host import Check, Verdict, check_host
+from gateway._zdr_config import CONFIG_SECTIONS, config_checks
 
 __all__ = ["SECTION_BUILDERS", "Section", "build_report", "exit_code", "register"]
 
@@ -49,8 +51,17 @@ def engine_section(args: argparse.Namespace) -> Section:
     return Section("engine", (Check("slot_scoring", Verdict.OK, reason),), enforced=False)
 
 
+def config_section(name: str) -> Callable[[argparse.Namespace], Section]:
+    """Logging, tracing, metrics, storage or TLS, from the environment `tacet serve` reads."""
+    return lambda _args: Section(name, config_checks(name))
+
+
 # Builders run in order; each takes the parsed arguments and returns one section.
-SECTION_BUILDERS: list[Callable[[argparse.Namespace], Section]] = [host_section, engine_section]
+SECTION_BUILDERS: list[Callable[[argparse.Namespace], Section]] = [
+    host_section,
+    engine_section,
+    *(config_section(name) for name, _ in CONFIG_SECTIONS),
+]
 
 
 def build_report(args: argparse.Namespace) -> list[Section]:

@@ -1,6 +1,7 @@
 """The Litestar application: `create_app()` plus one plugin that wires routes, auth and errors.
 
 Routes: `POST /v1/classify`, `PUT /v1/taxonomies/{name}`, `GET /v1/taxonomies[/{name}[/versions]]`,
+`GET /v1/taxonomies/{name}/diff?from=&to=`,
 `GET /healthz`, `GET /readyz`, OpenAPI at `/schema`. Every tenant-scoped lookup takes the tenant
 from the key record (`Principal.tenant_id`); another tenant's resource answers exactly like a
 missing one.
@@ -36,16 +37,19 @@ from litestar.middleware import (
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.plugins import InitPluginProtocol
 from litestar.response import Response, Stream
 
 from compliance.audit import Activity, AuditEvent, AuditLog
 from gateway import problems
+from gateway._admin_routes import ADMIN_OPERATIONS, AdminController
 from gateway.auth import KeyStore, Principal, bearer_token
 from gateway.engine_client import EngineClient
 from gateway.logging import configure_logging
 from gateway.policies import needs_review
+from gateway.ratelimit import TenantLimiter, admit, limits_from_keys
+from gateway.ratelimit import install as install_limiter
 from gateway.settings import LimitSettings
 from gateway.store.errors import Conflict as StoreConflict
 from gateway.taxonomies import (
@@ -55,6 +59,7 @@ from gateway.taxonomies import (
     parse_reference,
 )
 from gateway.taxonomy_io import NAME_RE, Taxonomy
+from gateway.telemetry import configure_telemetry, install_telemetry
 
 if TYPE_CHECKING:
     from engine.protocol import DocumentDone
@@ -120,6 +125,35 @@ class ClassifyResponse(msgspec.Struct):
     model: str
     taxonomy: TaxonomyRef
     results: list[DocumentResult]
+
+
+class LabelRef(msgspec.Struct):
+    facet: str
+    label: str
+
+
+class Renamed(msgspec.Struct):
+    facet: str
+    label: str
+    old_name: str
+    new_name: str
+
+
+class Moved(msgspec.Struct):
+    facet: str
+    label: str
+    old_parent: str | None
+    new_parent: str | None
+
+
+class TaxonomyDiffOut(msgspec.Struct):
+    name: str
+    from_version: str
+    to_version: str
+    added: list[LabelRef]
+    removed: list[LabelRef]
+    renamed: list[Renamed]
+    moved: list[Moved]
 
 
 class Health(msgspec.Struct):
@@ -200,6 +234,7 @@ class ClassifyController(Controller):
         )
         _require_any(request.user, "classify")
         _check_limits(data, gateway.limits)
+        await admit(request, documents=len(data.documents))  # tenant limits: 429 or a slot
         taxonomy = await gateway.taxonomies.resolve(tenant, data.taxonomy)
         if taxonomy is None:
             raise problems.UnknownTaxonomy()
@@ -313,6 +348,40 @@ class TaxonomyController(Controller):
             raise problems.NotFound()
         return VersionList(name=name, versions=found)
 
+    @get("/{name:str}/diff", operation_id="diffTaxonomyVersions")
+    async def diff_versions(
+        self,
+        request: Request[Principal, str, Any],
+        name: FromPath[str],
+        from_version: Annotated[str, QueryParameter(name="from", min_length=1, max_length=32)],
+        to_version: Annotated[str | None, QueryParameter(name="to", max_length=32)] = None,
+    ) -> TaxonomyDiffOut:
+        """Labels added, removed, renamed and moved from version `from` to `to` (default: the
+        latest), keyed by facet and label id; the version a delta job would compare."""
+        from gateway.taxonomy_io import diff, parse_json
+
+        _require_any(request.user, "classify", "taxonomy:write")
+        gateway: _Gateway = request.app.state.gateway
+        tenant = request.user.tenant_id
+        if "@" in name:
+            raise problems.NotFound()
+        old = await gateway.taxonomies.resolve(tenant, f"{name}@{from_version}")
+        new = await gateway.taxonomies.resolve(
+            tenant, name if to_version is None else f"{name}@{to_version}"
+        )
+        if old is None or new is None:
+            raise problems.NotFound()
+        change = diff(parse_json(old), parse_json(new))
+        return TaxonomyDiffOut(
+            name=name,
+            from_version=str(old["version"]),
+            to_version=str(new["version"]),
+            added=[LabelRef(f, label) for f, label in change.added],
+            removed=[LabelRef(f, label) for f, label in change.removed],
+            renamed=[Renamed(f, label, a, b) for f, label, a, b in change.renamed],
+            moved=[Moved(f, label, a, b) for f, label, a, b in change.moved],
+        )
+
     @put(
         "/{name:str}",
         operation_id="putTaxonomy",
@@ -362,11 +431,17 @@ _AUDIT_NOTES = "tacet_audit"
 # path) is recorded as "unknown" with its status.
 _OPERATIONS: dict[str, tuple[str, Activity]] = {
     "classify": ("classify", Activity.OTHER),
+    "classifyStream": ("classify.stream", Activity.OTHER),
     "listTaxonomies": ("taxonomies.list", Activity.READ),
     "getTaxonomy": ("taxonomies.get", Activity.READ),
     "listTaxonomyVersions": ("taxonomies.versions", Activity.READ),
+    "diffTaxonomyVersions": ("taxonomies.diff", Activity.READ),
     "putTaxonomy": ("taxonomies.put", Activity.CREATE),
     "auditExport": ("audit.export", Activity.READ),
+    "submitJob": ("jobs.submit", Activity.CREATE),
+    "getJob": ("jobs.get", Activity.READ),
+    "cancelJob": ("jobs.cancel", Activity.UPDATE),
+    **ADMIN_OPERATIONS,
 }
 
 
@@ -557,18 +632,26 @@ class GatewayPlugin(InitPluginProtocol):
                 # Granian drains in-flight requests before lifespan shutdown runs.
                 await gateway.engine.stop()
 
+        from gateway._stream import classify_stream  # it imports this module's helpers
+
         app_config.route_handlers.extend(
-            [ClassifyController, TaxonomyController, audit_export, healthz, readyz]
+            [ClassifyController, classify_stream, TaxonomyController, audit_export, healthz, readyz]
         )
+        app_config.route_handlers.append(AdminController)
+        from gateway.jobs.api import JobsController  # bulk jobs (gateway/jobs)
+
+        app_config.route_handlers.append(JobsController)
         app_config.middleware.append(
             DefineMiddleware(BearerAuth, keys=gateway.keys, exclude=["^/schema"])
         )
         app_config.exception_handlers.update(problems.exception_handlers())
+        install_limiter(app_config, TenantLimiter(limits_from_keys(gateway.keys)))
         app_config.lifespan.append(engine_lifespan)
         app_config.state["gateway"] = gateway
         app_config.before_send.append(_blank_server_header)
         app_config.debug = False
         app_config.pdb_on_exception = False
+        install_telemetry(app_config, gateway.engine)  # /metrics, request spans and metrics
         return app_config
 
 
@@ -597,6 +680,7 @@ def create_app(
     taxonomies: TenantTaxonomyStore | StaticTaxonomyStore,
     limits: LimitSettings | None = None,
     audit: AuditSource | None = None,
+    stream: Any = None,  # gateway._stream.StreamSettings; default bounds when None
 ) -> Litestar:
     """The gateway app around an engine client, a key store and a taxonomy store.
 
@@ -615,6 +699,8 @@ def create_app(
         logging_config=None,  # logging is configured once per process, on the ZDR allowlist
         debug=False,
     )
+    if stream is not None:
+        app.state["stream_settings"] = stream
     if audit is not None:
         app.asgi_handler = AuditTrail(app.asgi_handler, audit)
     return app
@@ -635,36 +721,50 @@ async def _import_dev_taxonomies(keys: Any, extra_dirs: tuple[Path, ...]) -> Non
 
 
 def app_from_settings(settings: ServeSettings) -> Litestar:
-    """Build the app inside granian's worker: dev key store, taxonomies, supervised engine."""
-    configure_logging("info")  # in the worker process too: the allowlist applies to every line
+    """Build the app inside granian's worker: key store, taxonomies, and the supervised engine
+    process (or a connection to the engine unit at `TACET_ENGINE_SOCKET`)."""
+    configure_logging(settings.log.level)  # in the worker too: the allowlist applies to every line
+    telemetry = configure_telemetry(settings.telemetry)  # export off unless TACET_OTEL_EXPORTER
     import os
 
+    from gateway._stream import StreamSettings
     from gateway.apikeys import load_peppers
     from gateway.auth import StoreKeyStore
-    from gateway.engine_client import SupervisedEngine  # lazy: starts processes
+    from gateway.engine_client import ConnectedEngine, SupervisedEngine  # lazy
     from gateway.store import database_url
     from gateway.taxonomies import DatabaseTaxonomyStore
 
-    if settings.engine.model_dir is None:
-        raise ValueError("no model directory: `tacet serve` resolves it before starting")
-    runtime_dir = Path(tempfile.mkdtemp(prefix="tacet-engine-"))  # 0700 by construction
-    engine = SupervisedEngine(
-        model_dir=settings.engine.model_dir,
-        runtime_dir=runtime_dir,
-        max_queued_documents=settings.engine.max_queued_documents,
-        device=settings.engine.device,
-    )
+    runtime_dir: Path | None = None
+    engine: EngineClient
+    if settings.engine.socket is not None:  # an engine unit of its own (`tacet engine`)
+        engine = ConnectedEngine(
+            socket_path=settings.engine.socket,
+            max_queued_documents=settings.engine.max_queued_documents,
+        )
+    else:
+        if settings.engine.model_dir is None:
+            raise ValueError("no model directory: `tacet serve` resolves it before starting")
+        runtime_dir = Path(tempfile.mkdtemp(prefix="tacet-engine-"))  # 0700 by construction
+        engine = SupervisedEngine(
+            model_dir=settings.engine.model_dir,
+            runtime_dir=runtime_dir,
+            max_queued_documents=settings.engine.max_queued_documents,
+            device=settings.engine.device,
+        )
     peppers = load_peppers(os.environ, data_dir=settings.data_dir, dev=settings.dev)
     keys = StoreKeyStore(database_url(settings.data_dir, os.environ), peppers)
     app = create_app(
-        engine=engine,
+        engine=telemetry.metered(engine),
         keys=keys,
         taxonomies=DatabaseTaxonomyStore(keys.store, peppers.derive("review-sampling")),
         limits=settings.limits,
         audit=lazy_audit_log(keys),  # config.start is recorded by `tacet serve` before this
+        stream=StreamSettings.from_env(os.environ),
     )
     if settings.dev:
         app.on_startup.append(partial(_import_dev_taxonomies, keys, settings.taxonomy_dirs))
     app.on_shutdown.append(keys.close)
-    app.on_shutdown.append(lambda: shutil.rmtree(runtime_dir, ignore_errors=True))
+    if runtime_dir is not None:
+        engine_dir = runtime_dir
+        app.on_shutdown.append(lambda: shutil.rmtree(engine_dir, ignore_errors=True))
     return app

@@ -117,6 +117,11 @@ class StoreKeyStore:
                 self._verifier = KeyVerifier(self._store, self._peppers)
             return self._verifier
 
+    @property
+    def peppers(self) -> Peppers:
+        """The peppers keys are verified with; new key digests (admin routes) use the same."""
+        return self._peppers
+
     async def authenticate(self, bearer: str) -> Principal | None:
         return await (await self._ready()).verify(bearer)
 

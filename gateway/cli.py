@@ -10,9 +10,22 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tacet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from gateway import _cli_admin, _cli_audit, _cli_demo, _cli_serve, _cli_zdr
+    from gateway import (
+        _cli_admin,
+        _cli_audit,
+        _cli_classify,
+        _cli_demo,
+        _cli_engine,
+        _cli_jobs,
+        _cli_serve,
+        _cli_zdr,
+    )
 
-    for module in (_cli_serve, _cli_admin, _cli_audit, _cli_zdr, _cli_demo):
+    modules = (
+        _cli_serve, _cli_engine, _cli_admin, _cli_audit, _cli_zdr, _cli_demo, _cli_classify,
+        _cli_jobs,
+    )
+    for module in modules:
         module.register(sub)
     return parser
 

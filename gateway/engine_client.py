@@ -8,6 +8,8 @@
 `SupervisedEngine` spawns `python -m engine.process`, talks `engine/protocol.py` over its Unix
 socket, multiplexes calls by a random call id, and restarts the process with exponential backoff
 when it dies; every call in flight at that moment fails at once with EngineUnavailable.
+`ConnectedEngine` talks to an engine that runs as its own service (`tacet engine`,
+`TACET_ENGINE_SOCKET`) and reconnects when it restarts.
 `InProcessEngine` drives the same `EngineLoop` in this process (steps in a worker thread), for
 fast tests and the demo. Neither logs document text or labels.
 """
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +42,7 @@ from engine.protocol import (
     Error,
     ErrorKind,
     Health,
+    HealthReport,
     Hello,
     Isolation,
     Message,
@@ -50,6 +55,7 @@ from engine.protocol import (
 )
 
 __all__ = [
+    "ConnectedEngine",
     "EngineBusy",
     "EngineClient",
     "EngineClientError",
@@ -103,6 +109,7 @@ class EngineClient(Protocol):
         *,
         mode: str = "diffusion",
         threshold: float | None = None,
+        on_document: Callable[[DocumentDone], None] | None = None,
     ) -> list[DocumentDone]: ...
 
 
@@ -111,6 +118,7 @@ class _Call:
     expected: int
     future: asyncio.Future[list[DocumentDone]]
     documents: dict[int, DocumentDone] = field(default_factory=dict)
+    on_document: Callable[[DocumentDone], None] | None = None  # each result as it arrives
 
 
 class _Calls:
@@ -120,12 +128,15 @@ class _Calls:
         self.max_queued_documents = max_queued_documents
         self.calls: dict[str, _Call] = {}
         self.queued = 0
+        self.health_waiters: deque[asyncio.Future[HealthReport]] = deque()  # answered in order
 
-    def open(self, count: int) -> tuple[str, _Call]:
+    def open(
+        self, count: int, on_document: Callable[[DocumentDone], None] | None = None
+    ) -> tuple[str, _Call]:
         if self.queued + count > self.max_queued_documents:
             raise EngineBusy("engine queue is full")
         call_id = uuid.uuid4().hex
-        call = _Call(count, asyncio.get_running_loop().create_future())
+        call = _Call(count, asyncio.get_running_loop().create_future(), on_document=on_document)
         self.calls[call_id] = call
         self.queued += count
         return call_id, call
@@ -136,11 +147,20 @@ class _Calls:
             self.queued -= call.expected
 
     def dispatch(self, message: Message) -> None:
+        if isinstance(message, HealthReport):
+            while self.health_waiters:
+                waiter = self.health_waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(message)
+                    break
+            return
         call = self.calls.get(getattr(message, "call_id", None) or "")
         if call is None or call.future.done():
             return  # a call we gave up on (aborted, failed) or never made
         if isinstance(message, DocumentDone):
             call.documents[message.index] = message
+            if call.on_document is not None and 0 <= message.index < call.expected:
+                call.on_document(message)
         elif isinstance(message, CallDone):
             if message.aborted or len(call.documents) != call.expected:
                 call.future.set_exception(EngineUnavailable("engine dropped the call"))
@@ -154,6 +174,10 @@ class _Calls:
         for call in self.calls.values():
             if not call.future.done():
                 call.future.set_exception(EngineUnavailable("engine is unavailable"))
+        while self.health_waiters:
+            waiter = self.health_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(EngineUnavailable("engine is unavailable"))
 
     async def drained(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -192,11 +216,16 @@ class _ClientBase:
         *,
         mode: str = "diffusion",
         threshold: float | None = None,
+        on_document: Callable[[DocumentDone], None] | None = None,
     ) -> list[DocumentDone]:
-        """Labels for each text, ordered by index; on cancellation the engine gets an Abort."""
+        """Labels for each text, ordered by index; on cancellation the engine gets an Abort.
+
+        `on_document` is called with each result as it arrives (completion order), before the
+        call returns; the streaming route uses it to emit lines as documents finish.
+        """
         if not self._ready:
             raise EngineUnavailable("engine is not ready")
-        call_id, call = self._calls.open(len(texts))
+        call_id, call = self._calls.open(len(texts), on_document)
         try:
             try:
                 await self._send(Classify(call_id, taxonomy, list(texts), mode, threshold))
@@ -209,6 +238,21 @@ class _ClientBase:
             raise
         finally:
             self._calls.close(call_id)
+
+    async def health(self, timeout: float = 10.0) -> HealthReport:
+        """The engine's counters (steps, document passes, aborted documents, queue)."""
+        if not self._ready:
+            raise EngineUnavailable("engine is not ready")
+        waiter: asyncio.Future[HealthReport] = asyncio.get_running_loop().create_future()
+        self._calls.health_waiters.append(waiter)
+        try:
+            await self._send(Health())
+        except (ConnectionError, OSError):
+            raise EngineUnavailable("engine connection lost") from None
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise EngineUnavailable("engine did not answer the health check") from None
 
     def _abort_soon(self, call_id: str) -> None:
         async def abort() -> None:
@@ -384,7 +428,7 @@ class SupervisedEngine(_ClientBase):
         """Connect with retries while the engine loads, check its uid, then handshake."""
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if self._process is None or self._process.returncode is not None:
+            if not self._engine_alive():
                 raise ConnectionError("engine exited during start")
             try:
                 reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
@@ -407,6 +451,9 @@ class SupervisedEngine(_ClientBase):
         self._became_ready.set()
         _log.info("engine.ready", extra={"pid": welcome.pid, "model_id": welcome.model_id})
         return reader
+
+    def _engine_alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
 
     async def _read_until_lost(self, reader: asyncio.StreamReader) -> None:
         process = self._process
@@ -465,6 +512,64 @@ _IN_PROCESS = Isolation(
     network_namespace=False,
     network_detail="in-process engine; no isolation",
 )
+
+
+class ConnectedEngine(SupervisedEngine):
+    """Connects to an engine that runs on its own (`tacet engine`, a systemd unit) at
+    `TACET_ENGINE_SOCKET`: the same protocol, uid check and call semantics as SupervisedEngine,
+    and it reconnects with backoff when the engine restarts (`restarts` counts reconnections).
+    It never starts or stops the engine: `stop()` drains its own calls and disconnects."""
+
+    def __init__(
+        self,
+        *,
+        socket_path: Path,
+        max_queued_documents: int = 256,
+        restart_backoff: tuple[float, float] = (0.5, 10.0),
+        start_timeout: float = 600.0,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        socket_path = Path(socket_path)
+        super().__init__(
+            model_dir=Path(),
+            runtime_dir=socket_path.parent,
+            max_queued_documents=max_queued_documents,
+            restart_backoff=restart_backoff,
+            start_timeout=start_timeout,
+            drain_timeout=drain_timeout,
+        )
+        self.socket_path = socket_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._welcome.pid if self._welcome else None
+
+    async def start(self) -> None:
+        if self._supervisor is None:  # the engine's unit owns its socket directory
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self._calls.drained(self.drain_timeout)
+        self._ready = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self._lost()
+
+    async def _spawn(self) -> None:
+        return None
+
+    def _engine_alive(self) -> bool:
+        return True
+
+    async def _read_until_lost(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            self._calls.dispatch(await _read_message(reader))
+
+    async def _end_process(self, grace: float) -> None:
+        return None
 
 
 class InProcessEngine(_ClientBase):

@@ -21,6 +21,11 @@ Exception tree (everything the gateway raises on purpose)::
     │                                     could not be written, so the result is withheld)
     └── InternalError               500   internal-error
 
+Route modules add their own subclasses beside their routes: `gateway.ratelimit.RateLimited`
+(429 rate-limited, Retry-After), `gateway._admin_routes.KeyConflict` (409) and `PolicyRejected`
+(422), `gateway.jobs.api.InvalidJob` and `InputUnreadableProblem` (422) and `JobsUnavailable`
+(503). The same rule holds for them: constant bodies.
+
 ZDR: every body is built from class constants plus Tacet's request id. A body never contains a
 value, field name, header or message that came from the request (validation errors from Litestar
 or msgspec are dropped whole, because msgspec names unknown fields in its messages), so

@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "UNSAFE_SETTINGS",
     "EngineSettings",
     "LimitSettings",
+    "LogSettings",
     "ServeSettings",
     "ServerSettings",
     "SettingsError",
     "TLSSettings",
+    "TelemetrySettings",
+    "UnsafeSetting",
 ]
 
 
@@ -76,14 +80,21 @@ class TLSSettings:
     key: Path | None = None  # PKCS#8 PEM (granian accepts no other key format)
     client_ca: Path | None = None  # when set, clients must present a certificate it signed
     unsafe_tls12: bool = False  # allow TLS 1.2 clients; loud, never the default
+    # TACET_TLS=off: plain HTTP (only behind a proxy that ends TLS); refused without
+    # --unsafe-no-tls, because request bodies would cross the network in clear text.
+    disabled: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TLSSettings:
+        tls = (env.get("TACET_TLS") or "on").lower()
+        if tls not in ("on", "off"):
+            raise SettingsError("TACET_TLS must be 'on' or 'off'")
         return cls(
             cert=_env_path(env, "TACET_TLS_CERT"),
             key=_env_path(env, "TACET_TLS_KEY"),
             client_ca=_env_path(env, "TACET_TLS_CLIENT_CA"),
             unsafe_tls12=env.get("TACET_UNSAFE_TLS12", "") == "1",
+            disabled=tls == "off",
         )
 
     @property
@@ -93,7 +104,7 @@ class TLSSettings:
     def validate(self, *, dev: bool) -> None:
         if (self.cert is None) != (self.key is None):
             raise SettingsError("give both --tls-cert and --tls-key (TACET_TLS_CERT/_KEY)")
-        if self.cert is None and not dev:
+        if self.cert is None and not dev and not self.disabled:
             raise SettingsError(
                 "no TLS certificate: pass --tls-cert and --tls-key, or --dev for a local CA"
             )
@@ -134,11 +145,14 @@ class LimitSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """The engine process the gateway starts and supervises."""
+    """The engine process the gateway starts and supervises, or the socket of one that runs on
+    its own (`TACET_ENGINE_SOCKET`)."""
 
     model_dir: Path | None = None  # None with --dev: a tiny random checkpoint (labels are noise)
     device: str = "cpu"
     max_queued_documents: int = 256  # beyond this, 429 with Retry-After
+    # An engine that runs on its own (`tacet engine`, its own unit): connect, never spawn.
+    socket: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EngineSettings:
@@ -146,15 +160,122 @@ class EngineSettings:
             model_dir=_env_path(env, "TACET_MODEL"),
             device=env.get("TACET_DEVICE") or "cpu",
             max_queued_documents=_env_int(env, "TACET_MAX_QUEUED_DOCUMENTS", 256),
+            socket=_env_path(env, "TACET_ENGINE_SOCKET"),
         )
 
     def validate(self, *, dev: bool) -> None:
+        if self.socket is not None:
+            if self.model_dir is not None:
+                raise SettingsError(
+                    "TACET_ENGINE_SOCKET and --model both given: the engine at the socket "
+                    "already has its model"
+                )
+            if not self.socket.is_absolute():
+                raise SettingsError("TACET_ENGINE_SOCKET must be an absolute path")
+            if self.max_queued_documents < 1:
+                raise SettingsError("TACET_MAX_QUEUED_DOCUMENTS must be a positive integer")
+            return
         if self.model_dir is None and not dev:
             raise SettingsError("no model: pass --model PATH (TACET_MODEL), or --dev")
         if self.model_dir is not None and not (self.model_dir / "config.json").is_file():
             raise SettingsError(f"--model: {self.model_dir} has no config.json")
         if self.max_queued_documents < 1:
             raise SettingsError("TACET_MAX_QUEUED_DOCUMENTS must be a positive integer")
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_EXPORTERS = ("none", "otlp", "console")
+_HEADER_CAPTURE_VARS = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+)
+
+
+def _env_flag(env: Mapping[str, str], *names: str) -> bool:
+    return any(env.get(name, "").lower() in ("1", "true", "yes", "on") for name in names)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Structured logs (JSON lines on stderr, always through the ZDR allowlist).
+
+    `debug`, `bodies` and `headers` exist so that a deployment asking for them is refused
+    rather than silently ignored: Tacet has no debug mode, no body logging and no header
+    logging, and its allowlist stays the last step of every sink whatever is set. With the
+    matching `--unsafe-...` flag the process starts (audited); only code outside Tacet that
+    reads the same variable (e.g. `LITESTAR_DEBUG`) can act on it.
+    """
+
+    level: str = "info"  # TACET_LOG_LEVEL / --log-level; debug needs --unsafe-log-debug
+    debug: bool = False  # TACET_DEBUG=1 or LITESTAR_DEBUG=1
+    bodies: bool = False  # TACET_LOG_BODIES=1
+    headers: bool = False  # TACET_LOG_HEADERS=1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LogSettings:
+        return cls(
+            level=(env.get("TACET_LOG_LEVEL") or "info").lower(),
+            debug=_env_flag(env, "TACET_DEBUG", "LITESTAR_DEBUG"),
+            bodies=_env_flag(env, "TACET_LOG_BODIES"),
+            headers=_env_flag(env, "TACET_LOG_HEADERS"),
+        )
+
+    def validate(self) -> None:
+        if self.level not in _LOG_LEVELS:
+            raise SettingsError("--log-level / TACET_LOG_LEVEL must be one of " + ", ".join(
+                _LOG_LEVELS))
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """OpenTelemetry traces and metrics (gateway.telemetry). Export is off by default;
+    `/metrics` (Prometheus text) is always served from the same allowlisted instruments."""
+
+    exporter: str = "none"  # TACET_OTEL_EXPORTER: none | otlp (OTLP/HTTP) | console (stdout)
+    endpoint: str | None = None  # TACET_OTEL_ENDPOINT: OTLP/HTTP base URL (else OTEL_* vars)
+    # Header capture by OpenTelemetry HTTP instrumentations (the OTel variables above, or
+    # TACET_OTEL_CAPTURE_HEADERS=1). Tacet's own spans never carry headers; refused without
+    # --unsafe-capture-headers because other instrumentation in the process would obey it.
+    capture_headers: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TelemetrySettings:
+        return cls(
+            exporter=(env.get("TACET_OTEL_EXPORTER") or "none").lower(),
+            endpoint=env.get("TACET_OTEL_ENDPOINT") or None,
+            capture_headers=_env_flag(env, "TACET_OTEL_CAPTURE_HEADERS")
+            or any(env.get(name, "").strip() for name in _HEADER_CAPTURE_VARS),
+        )
+
+    def validate(self) -> None:
+        if self.exporter not in _EXPORTERS:
+            raise SettingsError("TACET_OTEL_EXPORTER must be one of " + ", ".join(_EXPORTERS))
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise SettingsError("TACET_OTEL_ENDPOINT must be an http:// or https:// URL")
+
+
+@dataclass(frozen=True)
+class UnsafeSetting:
+    """A setting that could let content leave a request, and the flag that accepts it."""
+
+    name: str  # audited as `config.unsafe_flag` (the name only, never a value)
+    flag: str  # the `tacet serve` flag that accepts it
+    reason: str  # one line, for the refusal, the warning and `tacet zdr report`
+
+
+UNSAFE_SETTINGS: tuple[UnsafeSetting, ...] = (
+    UnsafeSetting("log.level", "--unsafe-log-debug", "log level debug (TACET_LOG_LEVEL)"),
+    UnsafeSetting("log.debug", "--unsafe-debug", "debug mode (TACET_DEBUG / LITESTAR_DEBUG)"),
+    UnsafeSetting("log.bodies", "--unsafe-log-bodies", "body logging (TACET_LOG_BODIES)"),
+    UnsafeSetting("log.headers", "--unsafe-log-headers", "header logging (TACET_LOG_HEADERS)"),
+    UnsafeSetting(
+        "telemetry.capture_headers",
+        "--unsafe-capture-headers",
+        "header capture (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*)",
+    ),
+    UnsafeSetting("tls.disabled", "--unsafe-no-tls", "TLS off (TACET_TLS=off)"),
+    UnsafeSetting("tls.unsafe_tls12", "--unsafe-tls12", "TLS 1.2 accepted (TACET_UNSAFE_TLS12)"),
+)
 
 
 @dataclass(frozen=True)
@@ -168,6 +289,10 @@ class ServeSettings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     taxonomy_dirs: tuple[Path, ...] = ()
+    log: LogSettings = field(default_factory=LogSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    # The `--unsafe-...` flags given on the command line (never read from the environment).
+    unsafe_accepted: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
@@ -181,9 +306,38 @@ class ServeSettings:
             limits=LimitSettings.from_env(env),
             engine=EngineSettings.from_env(env),
             taxonomy_dirs=dirs,
+            log=LogSettings.from_env(env),
+            telemetry=TelemetrySettings.from_env(env),
         )
 
+    def unsafe_in_use(self) -> list[UnsafeSetting]:
+        """The unsafe settings this configuration asks for, in UNSAFE_SETTINGS order."""
+        used = {
+            "log.level": self.log.level == "debug",
+            "log.debug": self.log.debug,
+            "log.bodies": self.log.bodies,
+            "log.headers": self.log.headers,
+            "telemetry.capture_headers": self.telemetry.capture_headers,
+            "tls.disabled": self.tls.disabled,
+            "tls.unsafe_tls12": self.tls.unsafe_tls12,
+        }
+        return [u for u in UNSAFE_SETTINGS if used[u.name]]
+
+    def refused(self) -> list[UnsafeSetting]:
+        """Unsafe settings in use whose flag was not given (TLS 1.2 is its own flag)."""
+        accepted = self.unsafe_accepted | {"--unsafe-tls12"}
+        return [u for u in self.unsafe_in_use() if u.flag not in accepted]
+
     def validate(self) -> None:
+        refused = self.refused()
+        if refused:
+            first = refused[0]
+            raise SettingsError(
+                f"refusing to start: {first.reason} can let request content leave the process;"
+                f" unset it, or pass {first.flag} to accept the risk (it is audited)"
+            )
+        self.log.validate()
+        self.telemetry.validate()
         self.server.validate()
         self.tls.validate(dev=self.dev)
         self.limits.validate()

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Integer,
@@ -21,7 +22,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKey", "Base", "KeyEpoch", "TaskPolicyRow", "TaxonomyVersion", "Tenant"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Job",
+    "JobQueueMessage",
+    "JobShard",
+    "KeyEpoch",
+    "TaskPolicyRow",
+    "TaxonomyVersion",
+    "Tenant",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -109,3 +120,72 @@ class KeyEpoch(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer)
+
+
+# ---- bulk jobs (gateway.jobs; migration 0003). Metadata only: URIs, counts, states, times. ---
+
+
+class Job(Base):
+    """One S3-to-S3 job; the counters are sums over its shards, added once per shard."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    input_uri: Mapped[str] = mapped_column(String(1024))
+    output_uri: Mapped[str] = mapped_column(String(1024))
+    compression: Mapped[str] = mapped_column(String(8))  # "none" or "gzip"
+    taxonomy: Mapped[str] = mapped_column(String(64))  # the tenant's taxonomy name
+    taxonomy_version: Mapped[str] = mapped_column(String(32))  # pinned at submission
+    labelled_with: Mapped[str | None] = mapped_column(String(32), nullable=True)  # delta
+    task: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mode: Mapped[str] = mapped_column(String(24))
+    shard_size: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # running | done | cancelled | failed
+    shards_total: Mapped[int] = mapped_column(Integer)
+    shards_done: Mapped[int] = mapped_column(Integer)
+    documents: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    passed_through: Mapped[int] = mapped_column(Integer)
+    rescored: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class JobShard(Base):
+    """A line range [line_start, line_end) of the input (and its byte range when plain)."""
+
+    __tablename__ = "job_shards"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line_start: Mapped[int] = mapped_column(BigInteger)
+    line_end: Mapped[int] = mapped_column(BigInteger)
+    byte_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    byte_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending | running | done | cancelled
+    attempts: Mapped[int] = mapped_column(Integer)
+    documents: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    passed_through: Mapped[int] = mapped_column(Integer)
+    rescored: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class JobQueueMessage(Base):
+    """The local queue backend: a message is leased by `receipt` until `visible_at`."""
+
+    __tablename__ = "job_queue"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(64), index=True)
+    body: Mapped[str] = mapped_column(String(512))  # {"job": id, "shard": n}: Tacet ids only
+    visible_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    receive_count: Mapped[int] = mapped_column(Integer)
+    receipt: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

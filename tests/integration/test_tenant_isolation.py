@@ -2,10 +2,11 @@
 
 Each test runs on SQLite and on PostgreSQL (the store tests' throwaway server, or
 `TACET_TEST_POSTGRES_URL`). A randomized run makes >= 1,000 cross-tenant attempts over every
-tenant-scoped route (tenant A's key on tenant B's taxonomies, versions, task policies, and
-classify with B's taxonomy) and checks that none succeeds and that each answer is the same
-status and body (less the request id) as for a name that exists nowhere: no existence oracle.
-The engine is an in-process fake.
+tenant-scoped route (tenant A's key on tenant B's taxonomies, versions, task policies, classify
+with B's taxonomy, and the admin routes on B's key ids) and checks that none succeeds and that
+each answer is the same status and body (less the request id) as for a name that exists
+nowhere: no existence oracle. The admin listings (keys, policy, limits) take no id: an attempt
+there succeeds if it shows anything of B's. The engine is an in-process fake.
 """
 
 from __future__ import annotations
@@ -249,6 +250,32 @@ def test_put_taxonomy_json_and_csv_make_new_versions(client: TestClient[Any], wo
     assert wrong_type.status_code == 415
 
 
+def test_diff_between_versions_over_http(client: TestClient[Any], world: World) -> None:
+    key = _auth(world.keys["a"])
+    v1 = HEADER + "f,x,X,,\nf,y,Y,,\nf,z,Z,,\n"
+    v2 = HEADER + "f,x,X,,\nf,y,Why,,\nf,z,Z,,x\nf,w,W,,\n"  # y renamed, z moved, w added
+    csv = {**key, "Content-Type": "text/csv"}
+    assert client.put("/v1/taxonomies/evolving", content=v1, headers=csv).status_code == 201
+    assert client.put("/v1/taxonomies/evolving", content=v2, headers=csv).status_code == 201
+    latest = client.get("/v1/taxonomies/evolving/diff?from=1", headers=key)
+    assert latest.status_code == 200, latest.text
+    assert latest.json() == {
+        "name": "evolving", "from_version": "1", "to_version": "2",
+        "added": [{"facet": "f", "label": "w"}],
+        "removed": [],
+        "renamed": [{"facet": "f", "label": "y", "old_name": "Y", "new_name": "Why"}],
+        "moved": [{"facet": "f", "label": "z", "old_parent": None, "new_parent": "x"}],
+    }
+    back = client.get("/v1/taxonomies/evolving/diff?from=2&to=1", headers=key).json()
+    assert back["removed"] == [{"facet": "f", "label": "w"}] and back["added"] == []
+    same = client.get("/v1/taxonomies/evolving/diff?from=2&to=2", headers=key).json()
+    assert (same["added"], same["removed"], same["renamed"], same["moved"]) == ([], [], [], [])
+    assert client.get("/v1/taxonomies/evolving/diff?from=9", headers=key).status_code == 404
+    assert client.get("/v1/taxonomies/evolving/diff", headers=key).status_code == 422  # no from
+    other = _auth(world.keys["b"])  # tenant B sees nothing of A's taxonomy
+    assert client.get("/v1/taxonomies/evolving/diff?from=1", headers=other).status_code == 404
+
+
 def test_put_invalid_taxonomy_lists_every_bad_row_without_values(
     client: TestClient[Any], world: World
 ) -> None:
@@ -299,15 +326,50 @@ def test_put_under_another_tenants_name_creates_ones_own(
 # ---- the randomized cross-tenant run ---------------------------------------------------------
 
 
+def _key_ids(world: World, label: str) -> list[str]:
+    return [token.split("_")[2] for token in (world.keys[label], world.narrow[label])]
+
+
+def _shows_victim(response: Any, world: World, victim: str) -> bool:
+    """Whether a listing shows any of the victim's ids or task names."""
+    marks = [*_key_ids(world, victim), world.tenant_ids[victim], *world.tasks[victim]]
+    return any(mark in response.text for mark in marks)
+
+
+def _admin_attempt(
+    client: TestClient[Any], world: World, rng: random.Random, key: dict[str, str], victim: str
+) -> tuple[Any, Any]:
+    """Tenant A's key on the admin routes: B's key ids by id, or a listing (ghost None)."""
+    route = rng.randrange(4)
+    if route == 3:
+        path = rng.choice(["/v1/admin/keys", "/v1/admin/policy", "/v1/admin/limits"])
+        return client.get(path, headers=key), None
+    theirs = f"/v1/admin/keys/{rng.choice(_key_ids(world, victim))}"
+    nowhere = "/v1/admin/keys/" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567")
+                                          for _ in range(16))
+    if route == 0:
+        return client.get(theirs, headers=key), client.get(nowhere, headers=key)
+    if route == 1:
+        return client.delete(theirs, headers=key), client.delete(nowhere, headers=key)
+    body = {"overlap_hours": rng.choice([0, 1, 24])}
+    return (
+        client.post(f"{theirs}/rotate", json=body, headers=key),
+        client.post(f"{nowhere}/rotate", json=body, headers=key),
+    )
+
+
 def _attempt(
     client: TestClient[Any], world: World, rng: random.Random, attacker: str, victim: str
 ) -> tuple[Any, Any]:
-    """One cross-tenant request and the same request on a name that exists nowhere."""
+    """One cross-tenant request and the same request on a name that exists nowhere (or, for
+    an admin listing, the listing and None)."""
     token = rng.choice([world.keys[attacker], world.narrow[attacker]])
     key = _auth(token)
     name = rng.choice(world.taxonomies[victim])
     ghost = f"{victim}-tax-{rng.randrange(10**6)}-ghost"
-    route = rng.randrange(6)
+    route = rng.randrange(9)
+    if route >= 6:
+        return _admin_attempt(client, world, rng, key, victim)
     if route == 5:  # an invalid upload under B's name: the same 422 (or 403) as anywhere
         bad = {**key, "Content-Type": "text/csv"}
         body = HEADER + "f,a,A,,\nf,a,A,,\n"
@@ -326,9 +388,10 @@ def _attempt(
             client.get(f"/v1/taxonomies/{ghost}@1", headers=key),
         )
     if route == 2:
+        tail = rng.choice(["versions", "diff?from=1", "diff?from=1&to=1"])
         return (
-            client.get(f"/v1/taxonomies/{name}/versions", headers=key),
-            client.get(f"/v1/taxonomies/{ghost}/versions", headers=key),
+            client.get(f"/v1/taxonomies/{name}/{tail}", headers=key),
+            client.get(f"/v1/taxonomies/{ghost}/{tail}", headers=key),
         )
     if route == 3:
         reference = name if rng.random() < 0.5 else f"{name}@1"
@@ -358,14 +421,25 @@ def test_randomized_cross_tenant_attempts_never_succeed(
 ) -> None:
     seed = int(os.environ.get("TACET_ISOLATION_SEED", "0")) or random.randrange(1, 2**32)
     rng = random.Random(seed)
-    successes, oracles = 0, 0
+    successes, oracles, admin_attempts = 0, 0, 0
     for _ in range(ATTEMPTS):
         attacker, victim = rng.choice([("a", "b"), ("b", "a")])
         cross, ghost = _attempt(client, world, rng, attacker, victim)
+        admin_attempts += cross.request.url.path.startswith("/v1/admin/")
+        if ghost is None:  # an admin listing: it must show nothing of the victim's
+            successes += _shows_victim(cross, world, victim)
+            continue
         if cross.status_code < 400:
             successes += 1
         if _shape(cross) != _shape(ghost):
             oracles += 1
+    assert admin_attempts >= ATTEMPTS // 4  # the admin routes got their share
+    for label in ("a", "b"):  # no key was revoked or rotated by the other tenant
+        for token in (world.keys[label], world.narrow[label]):
+            assert client.get("/v1/taxonomies", headers=_auth(token)).status_code == 200
+        keys = client.get("/v1/admin/keys", headers=_auth(world.keys[label])).json()["keys"]
+        assert sorted(k["key_id"] for k in keys) == sorted(_key_ids(world, label))
+        assert {k["state"] for k in keys} == {"usable"}
     for attacker, victim in (("a", "b"), ("b", "a")):
         listed = client.get("/v1/taxonomies", headers=_auth(world.keys[attacker])).json()
         assert not {t["name"] for t in listed["taxonomies"]} & set(world.taxonomies[victim])

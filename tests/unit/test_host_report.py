@@ -338,7 +338,9 @@ def test_other_sections_plug_in(
     monkeypatch.setattr(_cli_zdr, "SECTION_BUILDERS", [*_cli_zdr.SECTION_BUILDERS, extra])
     code, out = run(capsys, "--json", "--root", str(safe_root))
     assert code == 1
-    assert [s["name"] for s in json.loads(out)["sections"]] == ["host", "engine", "gateway"]
+    names = [s["name"] for s in json.loads(out)["sections"]]
+    assert names[:2] == ["host", "engine"]
+    assert names[-1] == "gateway"
 
 
 def test_engine_section_names_the_slot_scoring_implementation(

@@ -62,6 +62,7 @@ EXAMPLES = [
     Abort("c1"),
     Health(),
     HealthReport(ready=True, queued_documents=3, steps=17),
+    HealthReport(ready=True, queued_documents=0, steps=4, document_passes=9, aborted_documents=2),
     Shutdown(),
     Error(ErrorKind.VERSION_MISMATCH),
     Error(ErrorKind.BAD_REQUEST, "c1"),
