@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: help install run test test-fast lint bench clean
+.PHONY: help install run test test-fast lint bench demo-model clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,9 +40,20 @@ test-fast: install ## unit tests only
 lint: install ## ruff
 	$(VENV)/bin/ruff check .
 
+# Where the data recipe writes the Debian dataset (outside the repository).
+DEMO_DATA ?= $(or $(TACET_DATA_DIR),$(HOME)/.cache/tacet/debian-packages)
+
+demo-model: install ## rebuild models/demo: data -> tokenizer -> train -> eval (slow, CPU)
+	$(PY) -m recipes.debian_data fetch --out $(DEMO_DATA)
+	$(PY) -m recipes.tokenizer_recipe --data $(DEMO_DATA) --out models/demo
+	$(PY) -m recipes.train_demo --data $(DEMO_DATA) --out models/demo
+	$(PY) -m recipes.evaluate_demo --data $(DEMO_DATA) --model models/demo \
+		--json models/demo/metrics.json
+
 bench: install ## engine benchmarks (each prints a table of ratios)
 	$(PY) bench/bench_forward.py
 	$(PY) bench/bench_classify.py
+	$(PY) bench/bench_bulk.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache
