@@ -17,11 +17,11 @@ The tenant is always the caller's key record's (`Principal.tenant_id`); no route
 in its path or body. A key id of another tenant, or of the wrong shape, answers the same 404 as
 an id that exists nowhere.
 
-What stays CLI-only, and why: the `admin` scope belongs to a tenant's key, and the model has no
-operator principal above tenants. So creating, listing or disabling tenants, and setting a
-tenant's rate/concurrency limits (`tacet tenants limits`), are operator acts done with database
-access; a tenant admin raising its own quota would make the quota meaningless. Taxonomy import,
-listing and showing already have their routes under `/v1/taxonomies` (scope `taxonomy:write`).
+What is not here, and why: the `admin` scope belongs to a tenant's key, and a tenant admin
+raising its own quota would make the quota meaningless. Creating and listing tenants and
+setting their limits are operator acts: `gateway/_operator_routes.py` (`/v1/operator`, the
+admin keys of the `TACET_OPERATOR_TENANT` tenant) or the CLI on the database. Taxonomy import,
+listing, showing and diff have their routes under `/v1/taxonomies`.
 
 Audit: every call gets the request trail's record (`gateway.app.AuditTrail`: operation
 `admin.*`, the acting key, the status). Each act that changes state also appends the record the

@@ -44,6 +44,7 @@ from litestar.response import Response, Stream
 from compliance.audit import Activity, AuditEvent, AuditLog
 from gateway import problems
 from gateway._admin_routes import ADMIN_OPERATIONS, AdminController
+from gateway._operator_routes import OPERATOR_OPERATIONS, OperatorController
 from gateway.auth import KeyStore, Principal, bearer_token
 from gateway.engine_client import EngineClient
 from gateway.logging import configure_logging
@@ -442,6 +443,7 @@ _OPERATIONS: dict[str, tuple[str, Activity]] = {
     "getJob": ("jobs.get", Activity.READ),
     "cancelJob": ("jobs.cancel", Activity.UPDATE),
     **ADMIN_OPERATIONS,
+    **OPERATOR_OPERATIONS,
 }
 
 
@@ -637,7 +639,7 @@ class GatewayPlugin(InitPluginProtocol):
         app_config.route_handlers.extend(
             [ClassifyController, classify_stream, TaxonomyController, audit_export, healthz, readyz]
         )
-        app_config.route_handlers.append(AdminController)
+        app_config.route_handlers.extend([AdminController, OperatorController])
         from gateway.jobs.api import JobsController  # bulk jobs (gateway/jobs)
 
         app_config.route_handlers.append(JobsController)
@@ -681,6 +683,7 @@ def create_app(
     limits: LimitSettings | None = None,
     audit: AuditSource | None = None,
     stream: Any = None,  # gateway._stream.StreamSettings; default bounds when None
+    operator_tenant: str | None = None,  # its admin keys may call /v1/operator (tenants, limits)
 ) -> Litestar:
     """The gateway app around an engine client, a key store and a taxonomy store.
 
@@ -701,6 +704,10 @@ def create_app(
     )
     if stream is not None:
         app.state["stream_settings"] = stream
+    if operator_tenant:
+        from gateway._operator_routes import STATE_KEY as OPERATOR_STATE_KEY
+
+        app.state[OPERATOR_STATE_KEY] = operator_tenant
     if audit is not None:
         app.asgi_handler = AuditTrail(app.asgi_handler, audit)
     return app
@@ -727,6 +734,7 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
     telemetry = configure_telemetry(settings.telemetry)  # export off unless TACET_OTEL_EXPORTER
     import os
 
+    from gateway._operator_routes import OPERATOR_TENANT_ENV
     from gateway._stream import StreamSettings
     from gateway.apikeys import load_peppers
     from gateway.auth import StoreKeyStore
@@ -760,6 +768,7 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
         limits=settings.limits,
         audit=lazy_audit_log(keys),  # config.start is recorded by `tacet serve` before this
         stream=StreamSettings.from_env(os.environ),
+        operator_tenant=os.environ.get(OPERATOR_TENANT_ENV) or None,
     )
     if settings.dev:
         app.on_startup.append(partial(_import_dev_taxonomies, keys, settings.taxonomy_dirs))
