@@ -159,6 +159,7 @@ async def _worker(args: argparse.Namespace) -> int:
         batch_documents=args.batch,
         max_document_bytes=LimitSettings.from_env(os.environ).max_document_bytes,
         idle_exit_s=args.idle_exit,
+        max_receives=QueueSettings.from_env().max_receives,
     )
     store = await _open(args)
     runtime_dir = Path(tempfile.mkdtemp(prefix="tacet-worker-"))  # 0700 by construction

@@ -53,6 +53,10 @@ class WorkerSettings:
     max_document_bytes: int = 64 * 1024  # larger texts are an error line, like /v1/classify
     idle_exit_s: float | None = None  # exit after this long without a message (batch hosts)
     retry_delay_s: int = 10  # a failed shard comes back this soon (not a whole lease later)
+    # The queue's dead-letter threshold (TACET_JOBS_MAX_RECEIVES; the SQS redrive policy's
+    # maxReceiveCount): when the last delivery of a shard fails, its job is marked failed
+    # instead of waiting forever for a shard that went to the dead-letter queue.
+    max_receives: int = 5
 
 
 class _Cancelled(Exception):
@@ -183,6 +187,10 @@ class Worker:
             await self.queue.delete(message.receipt)
         except Exception as exc:  # engine, S3 or database trouble: the message comes back
             _log.warning("job_shard_failed", job_id=job_id, error_type=type(exc).__name__)
+            if message.receive_count >= self.settings.max_receives:
+                # Its last delivery: the queue dead-letters it next, so the job cannot finish.
+                await self.jobs.fail(job_id)
+                _log.error("job_failed", job_id=job_id, error_type=type(exc).__name__)
             with contextlib.suppress(JobError):
                 await self.queue.extend(message.receipt, self.settings.retry_delay_s)
         finally:

@@ -754,6 +754,49 @@ def test_jobs_are_tenant_scoped_and_cancel_stops_further_shards(
     assert sorted(parts) == ["part-00000.jsonl"] and manifest is None
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_shard_failing_on_its_last_delivery_fails_the_job(
+    sqlite_db: World, aws: dict[str, Any], model_dir: Path
+) -> None:
+    rng = random.Random(12)
+    records, _ = _records(rng, 40, "gone")
+    source = _put_input(aws, "in/gone.jsonl", records)
+    a = _auth(sqlite_db.keys["a"])
+    spec = {"input": source, "output": f"s3://{aws['bucket']}/out/gone", "taxonomy": "kinds",
+            "shard_size": 100}
+    with TestClient(_app(sqlite_db, model_dir)) as client:
+        job = client.post("/v1/jobs", headers=a, json=spec).json()
+        aws["s3"].delete_object(Bucket=aws["bucket"], Key="in/gone.jsonl")  # unreadable now
+
+        async def deliveries(store: Store) -> list[str]:
+            engine = InProcessEngine(model_dir=model_dir)
+            await engine.start()
+            queue = LocalQueue(store.engine, max_receives=2)
+            worker = Worker(
+                store=store, jobs=JobStore(store.engine), queue=queue, engine=engine,
+                s3=aws["s3"], settings=WorkerSettings(max_receives=2, retry_delay_s=0),
+            )
+            states = []
+            try:
+                for _ in range(2):
+                    message = await queue.receive(1)
+                    assert message is not None
+                    await worker.handle(message)
+                    record = await worker.jobs.get_any(job["id"])
+                    assert record is not None
+                    states.append(record.state)
+                assert await queue.receive(0.2) is None  # dead-lettered, not delivered again
+            finally:
+                await engine.stop()
+            return states
+
+        states = asyncio.run(_with_store(sqlite_db.url, deliveries))
+        final = client.get(f"/v1/jobs/{job['id']}", headers=a).json()
+    assert states == ["running", "failed"]  # the first failure is retried, the last is final
+    assert final["state"] == "failed" and final["shards"]["done"] == 0
+    assert CANARY not in json.dumps(final)
+
+
 # ---- sharding: ranged reads of plain JSONL, streamed gzip -----------------------------------
 
 
