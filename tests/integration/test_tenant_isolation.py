@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from litestar.testing import TestClient
 
 from engine.protocol import DecodeOut, DocumentDone, Isolation, LabelOut, Welcome
 from gateway.apikeys import Peppers
-from gateway.app import create_app
+from gateway.app import create_app, lazy_audit_log
 from gateway.auth import StoreKeyStore
 from gateway.policies import TaskPolicy
 from gateway.store import database_url, open_store
@@ -86,6 +86,7 @@ class World:
     tenant_ids: dict[str, str]
     taxonomies: dict[str, list[str]]  # tenant label -> taxonomy names
     tasks: dict[str, list[str]]  # tenant label -> task names
+    jobs: dict[str, list[str]] = field(default_factory=dict)  # tenant label -> job ids
 
 
 def _csv(first_label: str) -> str:
@@ -123,6 +124,21 @@ async def _seed(url: Any, rng: random.Random) -> World:
                 },
             )
             world.tasks[label] = tasks
+        # Bulk jobs (rows only: no S3 is needed to read or cancel one).
+        from gateway.jobs import JobStore, ShardPlan
+        from gateway.jobs.repository import JobSpec
+
+        jobs = JobStore(store.engine)
+        for label in ("a", "b"):
+            spec = JobSpec(
+                input_uri=f"s3://{label}-in/docs.jsonl", output_uri=f"s3://{label}-out/run/",
+                compression="none", taxonomy=world.taxonomies[label][0], taxonomy_version="1",
+                labelled_with=None, task=None, mode="diffusion", shard_size=100,
+            )
+            plans = [ShardPlan(i, i * 100, (i + 1) * 100, None, None) for i in range(2)]
+            world.jobs[label] = [
+                (await jobs.create(world.tenant_ids[label], spec, plans)).id for _ in range(3)
+            ]
         # A name both tenants own: each must see only its own content.
         for label in ("a", "b"):
             await store.put_taxonomy(
@@ -144,10 +160,11 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
     return asyncio.run(_seed(url, random.Random(1234)))
 
 
-def _app(url: Any, engine: FakeEngine) -> Any:
+def _app(url: Any, engine: FakeEngine, *, audited: bool = False) -> Any:
     keys = StoreKeyStore(url, PEPPERS)
     app = create_app(
-        engine=engine, keys=keys, taxonomies=DatabaseTaxonomyStore(keys.store, REVIEW_SECRET)
+        engine=engine, keys=keys, taxonomies=DatabaseTaxonomyStore(keys.store, REVIEW_SECRET),
+        audit=lazy_audit_log(keys) if audited else None,
     )
     app.on_shutdown.append(keys.close)
     return app
@@ -336,6 +353,17 @@ def _shows_victim(response: Any, world: World, victim: str) -> bool:
     return any(mark in response.text for mark in marks)
 
 
+def _jobs_attempt(
+    client: TestClient[Any], world: World, rng: random.Random, key: dict[str, str], victim: str
+) -> tuple[Any, Any]:
+    """Tenant A's key on B's jobs: read or cancel, answered like a job that does not exist."""
+    theirs = f"/v1/jobs/{rng.choice(world.jobs[victim])}"
+    nowhere = "/v1/jobs/job_" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567")
+                                        for _ in range(16))  # a real id's shape
+    call = getattr(client, rng.choice(["get", "delete"]))
+    return call(theirs, headers=key), call(nowhere, headers=key)
+
+
 def _admin_attempt(
     client: TestClient[Any], world: World, rng: random.Random, key: dict[str, str], victim: str
 ) -> tuple[Any, Any]:
@@ -367,7 +395,14 @@ def _attempt(
     key = _auth(token)
     name = rng.choice(world.taxonomies[victim])
     ghost = f"{victim}-tax-{rng.randrange(10**6)}-ghost"
-    route = rng.randrange(9)
+    route = rng.randrange(12)
+    if route == 10:
+        return _jobs_attempt(client, world, rng, key, victim)
+    if route == 11:  # the audit export: only the caller's tenant's records, whatever is asked
+        params = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+        if rng.random() < 0.5:
+            params["tenant"] = world.tenant_ids[victim]
+        return client.get("/v1/audit/export", params=params, headers=key), None
     if route >= 6:
         return _admin_attempt(client, world, rng, key, victim)
     if route == 5:  # an invalid upload under B's name: the same 422 (or 403) as anywhere
@@ -416,16 +451,25 @@ def _attempt(
     )
 
 
+@pytest.fixture
+def audited_client(world: World, engine: FakeEngine) -> Iterator[TestClient[Any]]:
+    with TestClient(_app(world.url, engine, audited=True)) as test_client:
+        yield test_client
+
+
 def test_randomized_cross_tenant_attempts_never_succeed(
-    client: TestClient[Any], world: World, engine: FakeEngine
+    audited_client: TestClient[Any], world: World, engine: FakeEngine
 ) -> None:
+    client = audited_client
     seed = int(os.environ.get("TACET_ISOLATION_SEED", "0")) or random.randrange(1, 2**32)
     rng = random.Random(seed)
-    successes, oracles, admin_attempts = 0, 0, 0
+    successes, oracles, admin_attempts, job_attempts, audit_attempts = 0, 0, 0, 0, 0
     for _ in range(ATTEMPTS):
         attacker, victim = rng.choice([("a", "b"), ("b", "a")])
         cross, ghost = _attempt(client, world, rng, attacker, victim)
         admin_attempts += cross.request.url.path.startswith("/v1/admin/")
+        job_attempts += cross.request.url.path.startswith("/v1/jobs/")
+        audit_attempts += cross.request.url.path.startswith("/v1/audit/")
         if ghost is None:  # an admin listing: it must show nothing of the victim's
             successes += _shows_victim(cross, world, victim)
             continue
@@ -434,6 +478,11 @@ def test_randomized_cross_tenant_attempts_never_succeed(
         if _shape(cross) != _shape(ghost):
             oracles += 1
     assert admin_attempts >= ATTEMPTS // 4  # the admin routes got their share
+    assert job_attempts >= ATTEMPTS // 24 and audit_attempts >= ATTEMPTS // 24
+    for label in ("a", "b"):  # no job was cancelled by the other tenant
+        for job_id in world.jobs[label]:
+            job = client.get(f"/v1/jobs/{job_id}", headers=_auth(world.keys[label]))
+            assert (job.status_code, job.json()["state"]) == (200, "running")
     for label in ("a", "b"):  # no key was revoked or rotated by the other tenant
         for token in (world.keys[label], world.narrow[label]):
             assert client.get("/v1/taxonomies", headers=_auth(token)).status_code == 200
