@@ -190,8 +190,10 @@ async def _record(
     activity: Activity,
     *,
     key_id: str | None = None,
+    tenant_id: str | None = None,
 ) -> None:
-    """The admin CLI's record of this act, before the response; 503 if it cannot be written."""
+    """The admin CLI's record of this act, before the response; 503 if it cannot be written.
+    `tenant_id`: the tenant acted on, when not the caller's (operator routes)."""
     source = request.app.state.gateway.audit
     if source is None:  # an app built without an audit trail (tests, embedding)
         return
@@ -201,7 +203,7 @@ async def _record(
         200,
         activity=activity,
         request_id=problems.request_id(request),
-        tenant_id=request.user.tenant_id,
+        tenant_id=tenant_id or request.user.tenant_id,
         key_id=key_id,
         source_ip=client[0] if client else None,
     )
@@ -209,6 +211,26 @@ async def _record(
         await (await source()).append(event)
     except Exception:
         raise problems.AuditUnavailable() from None
+
+
+async def issue_key(
+    request: Request[Principal, str, Any], store: Any, tenant_id: str, spec: KeyCreate
+) -> NewKey:
+    """Create a key for `tenant_id`, record `keys.create` (for that tenant), return the token
+    once. Shared by the admin route (own tenant) and the operator route (any tenant)."""
+    expires = None
+    if spec.expires_in_days is not None:
+        expires = datetime.now(UTC) + timedelta(days=spec.expires_in_days)
+    try:
+        issued = await store.create_key(
+            tenant_id, _peppers(request), scopes=spec.scopes, env=spec.env, expires_at=expires
+        )
+    except (ApiKeyError, ValueError):  # unknown scope: the message names it, so it is dropped
+        raise problems.Invalid() from None
+    await _record(
+        request, "keys.create", Activity.CREATE, key_id=issued.row.key_id, tenant_id=tenant_id
+    )
+    return NewKey(token=issued.token, key=_key_out(issued.row, datetime.now(UTC)))
 
 
 # ---- routes ---------------------------------------------------------------------------------
@@ -237,18 +259,7 @@ class AdminController(Controller):
     async def create_key(self, request: Request[Principal, str, Any]) -> NewKey:
         tenant_id = _admin(request)
         spec: KeyCreate = _decode(await request.body(), KeyCreate)
-        store = await _store(request)
-        expires = None
-        if spec.expires_in_days is not None:
-            expires = datetime.now(UTC) + timedelta(days=spec.expires_in_days)
-        try:
-            issued = await store.create_key(
-                tenant_id, _peppers(request), scopes=spec.scopes, env=spec.env, expires_at=expires
-            )
-        except (ApiKeyError, ValueError):  # unknown scope: the message names it, so it is dropped
-            raise problems.Invalid() from None
-        await _record(request, "keys.create", Activity.CREATE, key_id=issued.row.key_id)
-        return NewKey(token=issued.token, key=_key_out(issued.row, datetime.now(UTC)))
+        return await issue_key(request, await _store(request), tenant_id, spec)
 
     @get("/keys/{key_id:str}", operation_id="adminGetKey", summary="One key of this tenant")
     async def get_key(self, request: Request[Principal, str, Any], key_id: FromPath[str]) -> KeyOut:

@@ -21,17 +21,17 @@ tenant acted on, before the response; if that fails the answer is 503 and no tok
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post, put
 from litestar.params import FromPath
 
-from compliance.audit import Activity, AuditEvent
+from compliance.audit import Activity
 from gateway import problems
-from gateway._admin_routes import KeyCreate, LimitsOut, NewKey, _decode, _key_out
-from gateway.apikeys import ApiKeyError, Principal
+from gateway._admin_routes import KeyCreate, LimitsOut, NewKey, _decode, _record, issue_key
+from gateway.apikeys import Principal
 from gateway.store.errors import Conflict as StoreConflict
 from gateway.store.errors import NotFound as StoreNotFound
 
@@ -103,33 +103,6 @@ async def _operator_store(request: Request[Principal, str, Any]) -> Any:
     return store
 
 
-async def _record(
-    request: Request[Principal, str, Any],
-    operation: str,
-    activity: Activity,
-    tenant_id: str,
-    *,
-    key_id: str | None = None,
-) -> None:
-    source = request.app.state.gateway.audit
-    if source is None:  # an app built without an audit trail (tests, embedding)
-        return
-    client = request.scope.get("client")
-    event = AuditEvent(
-        operation,
-        200,
-        activity=activity,
-        request_id=problems.request_id(request),
-        tenant_id=tenant_id,
-        key_id=key_id,
-        source_ip=client[0] if client else None,
-    )
-    try:
-        await (await source()).append(event)
-    except Exception:
-        raise problems.AuditUnavailable() from None
-
-
 class OperatorController(Controller):
     """Tenants and their limits; see the module doc for who may call it."""
 
@@ -155,7 +128,7 @@ class OperatorController(Controller):
             tenant = await store.create_tenant(spec.name, limits)
         except StoreConflict:
             raise problems.Conflict() from None
-        await _record(request, "tenants.create", Activity.CREATE, tenant.id)
+        await _record(request, "tenants.create", Activity.CREATE, tenant_id=tenant.id)
         return _tenant_out(tenant)
 
     @put("/tenants/{tenant_id:str}/limits", operation_id="operatorSetLimits")
@@ -173,7 +146,7 @@ class OperatorController(Controller):
             tenant = await store.set_tenant_limits(tenant_id, limits)
         except StoreNotFound:
             raise problems.NotFound() from None
-        await _record(request, "tenants.limits", Activity.UPDATE, tenant_id)
+        await _record(request, "tenants.limits", Activity.UPDATE, tenant_id=tenant_id)
         return _tenant_out(tenant)
 
     @post("/tenants/{tenant_id:str}/keys", operation_id="operatorCreateKey", status_code=201)
@@ -185,17 +158,4 @@ class OperatorController(Controller):
         tenant = await store.get_tenant(tenant_id)
         if tenant is None or tenant.disabled_at:
             raise problems.NotFound()
-        expires = None
-        if spec.expires_in_days is not None:
-            expires = datetime.now(UTC) + timedelta(days=spec.expires_in_days)
-        peppers = getattr(request.app.state.gateway.keys, "peppers", None)
-        if peppers is None:
-            raise problems.NotFound()
-        try:
-            issued = await store.create_key(
-                tenant_id, peppers, scopes=spec.scopes, env=spec.env, expires_at=expires
-            )
-        except (ApiKeyError, ValueError):  # an unknown scope's message names it: dropped
-            raise problems.Invalid() from None
-        await _record(request, "keys.create", Activity.CREATE, tenant_id, key_id=issued.row.key_id)
-        return NewKey(token=issued.token, key=_key_out(issued.row, datetime.now(UTC)))
+        return await issue_key(request, store, tenant_id, spec)
