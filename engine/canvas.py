@@ -54,16 +54,17 @@ class Canvas:
         return slot_position - self.read_shift
 
 
-def listing_text(taxonomy: CompiledTaxonomy) -> str:
+def listing_text(taxonomy: CompiledTaxonomy, *, descriptions: bool = True) -> str:
+    """One line per label, `CODE: Name - description` (the description only when wanted)."""
     lines = []
     for facet in taxonomy.facets:
         lines.append(f"Facet {facet.name} (choose {'any' if facet.multi else 'one'}):")
-        lines.extend(_label_line(facet, i) for i in range(len(facet.label_ids)))
+        lines.extend(_label_line(facet, i, descriptions) for i in range(len(facet.label_ids)))
     return "\n".join(lines)
 
 
-def _label_line(facet: CompiledFacet, i: int) -> str:
-    description = facet.label_descriptions[i]
+def _label_line(facet: CompiledFacet, i: int, descriptions: bool) -> str:
+    description = facet.label_descriptions[i] if descriptions else ""
     suffix = f" - {description}" if description else ""
     return f"{facet.codes[i]}: {facet.label_names[i]}{suffix}"
 
@@ -76,7 +77,8 @@ def build_template(
     read_shift: int,
     prompt: PromptFormat = PromptFormat(),
 ) -> CanvasTemplate:
-    content = f"{prompt.instruction}\n\n{listing_text(taxonomy)}\n\nDocument:\n{_DOCUMENT_SLOT}"
+    listing = listing_text(taxonomy, descriptions=tokenizer.label_descriptions)
+    content = f"{prompt.instruction}\n\n{listing}\n\nDocument:\n{_DOCUMENT_SLOT}"
     if prompt.use_chat_template and tokenizer.chat_template is not None:
         messages = [{"role": "user", "content": content}]
         rendered = tokenizer.render_chat(messages, add_generation_prompt=True)

@@ -28,6 +28,10 @@ class ModelTokenizer:
     chat_template: str | None
     special: dict[str, str]  # bos_token, eos_token, ... as tokenizer_config.json names them
     fingerprint: str = ""  # sha256 of tokenizer.json: keys caches of compiled taxonomies
+    # Whether the taxonomy listing carries label descriptions. A model trained on listings of
+    # codes and names only (the demo model) says so with `"tacet_label_descriptions": false`
+    # in tokenizer_config.json, so inference builds the canvases it was trained on.
+    label_descriptions: bool = True
 
     def encode(self, text: str) -> list[int]:
         """Token ids of plain text, with no special tokens added."""
@@ -94,7 +98,10 @@ def load_tokenizer(path: str | Path) -> ModelTokenizer:
     }
     fingerprint = hashlib.sha256(source).hexdigest()
     template = template if isinstance(template, str) else None
-    return ModelTokenizer(tokenizer, template, special, fingerprint)
+    descriptions = config.get("tacet_label_descriptions", True)
+    if not isinstance(descriptions, bool):
+        raise TokenizerError("tokenizer_config.json: tacet_label_descriptions must be a boolean")
+    return ModelTokenizer(tokenizer, template, special, fingerprint, descriptions)
 
 
 def _token_text(value: Any) -> str:

@@ -190,7 +190,7 @@ class _MemoTokenizer(ModelTokenizer):
 
     def __init__(self, tokenizer: ModelTokenizer) -> None:
         super().__init__(tokenizer.tokenizer, tokenizer.chat_template, tokenizer.special,
-                         tokenizer.fingerprint)
+                         tokenizer.fingerprint, tokenizer.label_descriptions)
         self._memo: dict[str, list[int]] = {}
 
     def encode(self, text: str) -> list[int]:

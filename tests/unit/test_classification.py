@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from engine import load_model, load_tokenizer
 from engine.canvas import build_canvas
 from engine.core import EngineConfig, EngineCore
+from engine.errors import TokenizerError
 from engine.taxonomy import CompiledTaxonomy
 from tests.fixtures import FAMILIES, write_tiny_checkpoint
 
@@ -208,3 +211,25 @@ def test_classify_keeps_other_requests_results(core: EngineCore) -> None:
         if not core.has_work:
             break
     assert sorted(r.index for r in others) == [0, 1, 2]
+
+
+def test_model_can_ask_for_listings_without_descriptions(core: EngineCore, tmp_path) -> None:
+    """`tacet_label_descriptions: false` in tokenizer_config.json: the listing keeps codes and
+    names and drops descriptions (how the demo model was trained); anything but a boolean is
+    refused."""
+    described = core.tokenizer.decode(list(core.template(core.compile(taxonomy())).before))
+    assert "Topic heart - x" in described
+    plain = dataclasses.replace(core.tokenizer, label_descriptions=False)
+    bare = EngineCore(core.model, plain)
+    listing = plain.decode(list(bare.template(bare.compile(taxonomy())).before))
+    assert "Topic heart\n" in listing and " - x" not in listing
+    assert "Kind 0" in listing
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "tokenizer.json").write_text(core.tokenizer.tokenizer.to_str(), "utf-8")
+    (model_dir / "tokenizer_config.json").write_text('{"tacet_label_descriptions": false}')
+    assert load_tokenizer(model_dir).label_descriptions is False
+    (model_dir / "tokenizer_config.json").write_text('{"tacet_label_descriptions": "no"}')
+    with pytest.raises(TokenizerError, match="tacet_label_descriptions"):
+        load_tokenizer(model_dir)
