@@ -35,6 +35,13 @@ __all__ = [
 ]
 
 TINY_MODEL_SUBDIR = Path("models") / "tiny-random"
+
+
+def bundled_demo_model() -> Path | None:
+    """`models/demo` next to the package in a source checkout, if it holds a model."""
+    candidate = Path(__file__).resolve().parent.parent / "models" / "demo"
+    return candidate if (candidate / "config.json").is_file() else None
+
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -43,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1; env TACET_HOST)")
     parser.add_argument("--port", type=int, help="TLS port (default 8443; env TACET_PORT)")
     parser.add_argument("--data-dir", type=Path, help="state directory (default .tacet)")
-    parser.add_argument("--model", type=Path, help="model directory (--dev default: tiny random)")
+    parser.add_argument(
+        "--model", type=Path, help="model directory (default: the bundled demo model)"
+    )
     parser.add_argument("--dev", action="store_true", help="embedded default: local CA, dev key")
     parser.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM, PKCS#8)")
@@ -161,6 +170,11 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
         key_file = asyncio.run(_bootstrap_store(data_dir, dev=settings.dev))
     except PepperError as exc:
         raise SettingsError(str(exc)) from None
+    demo = bundled_demo_model()
+    if settings.engine.model_dir is None and settings.engine.socket is None and demo:
+        say(f"no --model given: serving the bundled demo model ({demo / 'README.md'}: Debian "
+            "sections, trained by recipes/; a demonstration, not a production model)")
+        settings = replace(settings, engine=replace(settings.engine, model_dir=demo))
     if settings.engine.model_dir is None and settings.engine.socket is None:
         model_dir = data_dir / TINY_MODEL_SUBDIR
         if not (model_dir / "config.json").is_file():
@@ -168,7 +182,8 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
 
             write_tiny_checkpoint("llada", model_dir)
         say(
-            "WARNING: no --model given: serving a tiny RANDOM LLaDA checkpoint; "
+            "WARNING: no --model given and no bundled demo model: serving a tiny RANDOM LLaDA "
+            "checkpoint; "
             "its labels are noise until a real model is configured."
         )
         settings = replace(settings, engine=replace(settings.engine, model_dir=model_dir))

@@ -97,7 +97,8 @@ def without_spaced_codes(tokenizer: Tokenizer) -> Tokenizer:
 
 def write_tokenizer(tokenizer: Tokenizer, out: Path) -> None:
     """tokenizer.json plus a tokenizer_config.json naming the special tokens (no chat template,
-    so the engine builds the plain `... Answer:` canvas the demo model is trained on)."""
+    so the engine builds the plain `... Answer:` canvas the demo model is trained on, and
+    `tacet_label_descriptions: false`: its listings hold codes and names only)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.json").write_text(tokenizer.to_str(pretty=False), encoding="utf-8")
     config = {
@@ -107,6 +108,7 @@ def write_tokenizer(tokenizer: Tokenizer, out: Path) -> None:
         "mask_token": MASK_TOKEN,
         "model_max_length": 4096,
         "tokenizer_class": "PreTrainedTokenizerFast",
+        "tacet_label_descriptions": False,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", "utf-8")
 

@@ -5,37 +5,32 @@
 Run `python -m recipes.tokenizer_recipe` first: it writes the tokenizer into `--out`.
 
 Every example is a canvas built by the engine's own code (`engine.taxonomy.compile_taxonomy`,
-`engine.canvas.build_template` / `build_canvas`, the default `PromptFormat`), so training
-canvases are inference canvases: instruction, taxonomy listing, the document (long
-description, truncated at the engine's token budget) and the masked answer slot. Per example
-the listed labels are a random subset of the `debian-sections` taxonomy (the gold label plus
-k - 1 distractors, in a random order) and the codes are reassigned with a random `code_seed`,
-so the model must read the listing to answer. Curriculum: the largest listing grows from 2
-labels to all of them over the first 60% of the steps (quadratically, so short listings, which
-are cheap and teach the copy, come first); afterwards a growing share of batches (up to 60%)
-lists every label, as inference does. Early on, some documents are a label's own name and
-description (their share falls to none by mid-training): the easy case of the task, which
-teaches finding the matching line and copying its code; real documents start cut short and
-grow to the engine's budget. Objective: the masked-diffusion loss on the masked answer slot
-(cross-entropy over the whole vocabulary), plus an auxiliary masked-token loss on a random
-fraction of the document's tokens (the same objective on the prompt side). The LM
-head starts as a copy of the embedding (tied initialisation; the checkpoint is untied, like
-LLaDA's), and the tokenizer writes codes bare (`recipes.tokenizer_recipe`), so answering is
-copying the token that opens the gold label's line.
+`engine.canvas.build_template` / `build_canvas`, the default `PromptFormat`, listings of codes
+and names as the tokenizer config asks), so training canvases are inference canvases:
+instruction, taxonomy listing, the document (long description) and the masked answer slot.
+Per example the listed labels are a random subset of the `debian-sections` taxonomy (the gold
+label plus k - 1 others, in a random order) and the codes are reassigned with a random
+`code_seed`, so the model must read the listing to answer. Curriculum: the largest listing
+grows from `min_k` labels to all of them over the first `ramp` of training; from the start,
+`full_share` of the batches list every label, as inference does.
+
+Start (`recipes.demo_init`): word vectors from a bag-of-words dual encoder fitted on the train
+split, wired into the embedding and into the value/output and match weights of three heads.
+Objective: the masked-diffusion loss on the masked answer slot (cross-entropy over the whole
+vocabulary), plus attention targets for the three wired heads (layer 0 head 0: the answer slot
+attends to the document's tokens, weighted as the word-vector encoder pools them; layer 0
+head 1: each listed code attends to its own label's name; last layer head 0: the answer slot
+attends to the gold label's code). All weights are trained.
 
 Held-out rows are never read (`recipes.split.load_training_data`); model selection (which
 checkpoint is written) uses validation only. Seeded and deterministic on CPU for a given
 thread count.
-
-Status (issue 11, not done): on a shared 2-core CPU no configuration tried so far has learned
-to read the listing within the steps that fit the time budget; validation accuracy stays at
-chance (about 1/58) while the answer loss tracks ln(k). Do not ship a model from this recipe
-until `python -m recipes.evaluate_demo` shows it clears the issue's bar.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
 import json
 import math
@@ -54,11 +49,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import save_file
 from torch import Tensor
 
-from engine.canvas import PromptFormat, build_canvas, build_template
+from engine.canvas import PromptFormat, build_canvas, build_template, listing_text
 from engine.models import DiffusionTransformer, llada
-from engine.taxonomy import compile_taxonomy
+from engine.models._transformer import positions_from_mask
+from engine.taxonomy import CompiledTaxonomy, compile_taxonomy
 from engine.testing.tiny_models import REFERENCE_CONFIGS
 from engine.tokenizer import ModelTokenizer, load_tokenizer
+from recipes.demo_init import train_word_vectors, wire
 from recipes.errors import DatasetError, RecipeError
 from recipes.split import load_training_data
 from recipes.tokenizer_recipe import EOS_TOKEN, MASK_TOKEN
@@ -78,26 +75,23 @@ __all__ = [
 class TrainConfig:
     """Every knob of a run; printed and written next to the weights."""
 
-    d_model: int = 128
-    n_layers: int = 3
+    d_model: int = 192
+    n_layers: int = 2
     n_heads: int = 4
     mlp_hidden: int = 384
-    steps: int = 2500
-    batch: int = 16
+    steps: int = 1000
+    batch: int = 32
     lr: float = 3e-3
-    warmup: int = 100
+    warmup: int = 50
     weight_decay: float = 0.01
-    min_k: int = 2  # smallest listing (gold + one distractor)
+    min_k: int = 8  # smallest listing at the start of the curriculum
     max_k: int = 0  # largest listing; 0: every label of the taxonomy
-    ramp: float = 0.6  # fraction of training over which the largest listing grows to all
-    full_share: float = 0.6  # share of full listings reached at the end of training
-    label_docs: float = 1.0  # share of label-text documents at the start (falls to 0)
-    label_docs_until: float = 0.5  # fraction of training after which none are used
-    short_docs: int = 64  # real documents are cut to this many tokens at first, growing to
-    # the engine's budget over `ramp` (short canvases teach the copy faster)
-    aux_weight: float = 0.1  # auxiliary masked-token loss on document tokens
-    aux_max_ratio: float = 0.3  # document tokens masked: ratio ~ U(0, this) per example
-    eval_every: int = 250
+    ramp: float = 0.3  # fraction of training over which the largest listing grows to all
+    full_share: float = 0.5  # share of batches that list every label
+    doc_tokens: int = 128  # training documents are cut to this many tokens (speed)
+    word_epochs: int = 3  # epochs of the word-vector dual encoder (recipes.demo_init)
+    attention_weight: float = 1.0  # weight of the attention targets in the loss
+    eval_every: int = 100
     eval_docs: int = 300  # validation documents scored at each evaluation (model selection)
     seed: int = 0
 
@@ -110,6 +104,9 @@ class Example:
     doc: tuple[int, int]  # [start, end) of the document tokens
     candidates: tuple[int, ...]  # code tokens of the listed labels (gold at `gold`)
     gold: int
+    labels: tuple[int, ...] = ()  # taxonomy index of each listed label, in listing order
+    code_positions: tuple[int, ...] = ()  # where each listed label's code token is
+    name_positions: tuple[tuple[int, ...], ...] = ()  # where each listed label's name is
 
 
 def llada_config(
@@ -144,6 +141,43 @@ def subset_taxonomy(taxonomy: dict[str, Any], indices: Sequence[int]) -> dict[st
     return {**taxonomy, "facets": [{**facet, "labels": labels}]}
 
 
+def listing_positions(
+    compiled: CompiledTaxonomy,
+    tokenizer: ModelTokenizer,
+    prompt: PromptFormat,
+    before: Sequence[int],
+) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """Token positions of each listed label's code and of its name in the canvas prefix
+    `before` (the plain canvas: the demo tokenizer ships no chat template)."""
+    listing = listing_text(compiled, descriptions=tokenizer.label_descriptions)
+    head = f"{prompt.instruction}\n\n{listing}\n\nDocument:\n"
+    encoding = tokenizer.tokenizer.encode(head, add_special_tokens=False)
+    if tuple(encoding.ids) != tuple(before):
+        raise RecipeError("the demo recipe needs the plain canvas (a tokenizer without chat "
+                          "template)")
+    lines = listing.split("\n")
+    start = head.index(listing) + len(lines[0]) + 1  # after the facet header
+    starts, colons, ends = [], [], []
+    for line in lines[1:]:
+        starts.append(start)
+        colons.append(start + line.index(":"))
+        ends.append(start + len(line))
+        start += len(line) + 1
+    codes: list[int | None] = [None] * len(starts)
+    names: list[list[int]] = [[] for _ in starts]
+    for position, (a, b) in enumerate(encoding.offsets):
+        line = bisect.bisect_right(starts, a) - 1
+        if line < 0 or b <= a or a >= ends[line]:
+            continue
+        if b <= colons[line]:
+            codes[line] = position
+        elif a > colons[line] and b <= ends[line]:
+            names[line].append(position)
+    if any(c is None for c in codes) or not all(names):
+        raise RecipeError("a listed label's code is not one token of its own, or has no name")
+    return tuple(c for c in codes if c is not None), tuple(tuple(n) for n in names)
+
+
 def make_example(
     taxonomy: dict[str, Any],
     gold: int,
@@ -155,19 +189,22 @@ def make_example(
     eos_id: int,
     mask_id: int,
     prompt: PromptFormat,
+    order: Sequence[int] | None = None,
+    code_seed: int | None = None,
 ) -> Example:
     """A canvas listing the gold label and k - 1 random others in a random order, with codes
-    reassigned by a random `code_seed`, built exactly as the engine builds it."""
+    reassigned by a random `code_seed`, built exactly as the engine builds it. With `order`
+    given, exactly those labels in that order (and `code_seed` as given: None keeps the
+    taxonomy's codes)."""
     n = len(taxonomy["facets"][0]["labels"])
-    k = max(1, min(k, n))
-    others = rng.sample([i for i in range(n) if i != gold], k - 1)
-    order = [gold, *others]
-    rng.shuffle(order)
+    if order is None:
+        k = max(1, min(k, n))
+        others = rng.sample([i for i in range(n) if i != gold], k - 1)
+        order = [gold, *others]
+        rng.shuffle(order)
+        code_seed = rng.randrange(1 << 30)
     compiled = compile_taxonomy(
-        subset_taxonomy(taxonomy, order),
-        tokenizer,
-        pad_token_id=eos_id,
-        code_seed=rng.randrange(1 << 30),
+        subset_taxonomy(taxonomy, order), tokenizer, pad_token_id=eos_id, code_seed=code_seed
     )
     facet = compiled.facets[0]
     if facet.slots != 1:
@@ -179,8 +216,10 @@ def make_example(
     start = len(template.before)
     end = start + min(len(doc_ids), template.budget)
     candidates = tuple(int(t) for t in facet.tokens[:, 0])
-    position = order.index(gold)
-    return Example(canvas.ids, slot, candidates[position], (start, end), candidates, position)
+    codes, names = listing_positions(compiled, tokenizer, prompt, template.before)
+    position = list(order).index(gold)
+    return Example(canvas.ids, slot, candidates[position], (start, end), candidates, position,
+                   tuple(order), codes, names)
 
 
 class _MemoTokenizer(ModelTokenizer):
@@ -225,24 +264,82 @@ def _batch(examples: Sequence[Example], pad_id: int) -> tuple[Tensor, Tensor]:
 
 def _listing_size(step: int, config: TrainConfig, n_labels: int, rng: random.Random) -> int:
     """Curriculum: the largest listing grows from min_k to all labels over `ramp` of training;
-    afterwards a growing share of batches lists every label (the inference canvas)."""
+    `full_share` of the batches list every label (the inference canvas) throughout."""
     frac = step / max(1, config.steps)
     n_labels = min(n_labels, config.max_k or n_labels)
-    k_max = config.min_k + (n_labels - config.min_k) * min(1.0, frac / config.ramp) ** 2
-    full = config.full_share * max(0.0, (frac - config.ramp) / (1.0 - config.ramp))
-    if rng.random() < full:
+    low = min(config.min_k, n_labels)
+    k_max = low + (n_labels - low) * min(1.0, frac / config.ramp)
+    if rng.random() < config.full_share:
         return n_labels
-    return rng.randint(config.min_k, max(config.min_k, round(k_max)))
+    return rng.randint(low, max(low, round(k_max)))
 
 
-def _length_buckets(lengths: Sequence[int], batch: int, rng: random.Random) -> list[list[int]]:
-    """A shuffled list of batches of row indices: 32 batches' worth of random rows sorted by
-    document length, so a batch's canvases pad to nearly the same width."""
-    picks = sorted((rng.randrange(len(lengths)) for _ in range(batch * 32)),
-                   key=lambda i: lengths[i])
-    batches = [picks[i : i + batch] for i in range(0, len(picks), batch)]
-    rng.shuffle(batches)
-    return batches
+@dataclass(frozen=True)
+class _Targets:
+    """Attention targets of one batch (see the module docstring)."""
+
+    document: Tensor  # [B, T]: the answer slot's target over keys (over the document's
+    # tokens, weighted as the word-vector encoder pools them)
+    names: Tensor  # [B, K, T]: each listed code's target (even over its label's name)
+    codes: Tensor  # [B, K]: positions of the listed codes (0 where padded)
+    listed: Tensor  # [B, K]: True for real entries
+    gold: Tensor  # [B]: position of the gold label's code
+
+
+def _targets(examples: Sequence[Example], width: int, salience: Tensor) -> _Targets:
+    b, k = len(examples), max(len(e.code_positions) for e in examples)
+    document, names = torch.zeros(b, width), torch.zeros(b, k, width)
+    codes, listed = torch.zeros(b, k, dtype=torch.long), torch.zeros(b, k, dtype=torch.bool)
+    for i, e in enumerate(examples):
+        if e.doc[1] > e.doc[0]:
+            tokens = torch.tensor(e.ids[e.doc[0] : e.doc[1]])
+            document[i, e.doc[0] : e.doc[1]] = salience[tokens].softmax(-1)
+        for j, (code, name) in enumerate(zip(e.code_positions, e.name_positions, strict=True)):
+            codes[i, j], listed[i, j] = code, True
+            names[i, j, list(name)] = 1.0 / len(name)
+    gold = torch.tensor([e.code_positions[e.gold] for e in examples])
+    return _Targets(document, names, codes, listed, gold)
+
+
+def _scores(block: torch.nn.Module, rotary: Any, x: Tensor, cos: Tensor, sin: Tensor,
+            head: int, queries: Tensor, keep: Tensor) -> Tensor:
+    """Log attention weights of `head` of `block` for query positions `queries` [B, Q]:
+    [B, Q, T], computed as the block computes them."""
+    b = x.shape[0]
+    hd = block.head_dim
+    h = block.attn_norm(x)
+    rows = slice(head * hd, (head + 1) * hd)
+    q = F.linear(h, block.q.weight[rows], None if block.q.bias is None else block.q.bias[rows])
+    k = F.linear(h, block.k.weight[rows], None if block.k.bias is None else block.k.bias[rows])
+    q = rotary.apply(q[:, None], cos, sin)[:, 0]
+    k = rotary.apply(k[:, None], cos, sin)[:, 0]
+    picked = q[torch.arange(b)[:, None], queries]  # [B, Q, hd]
+    scores = picked @ k.transpose(-1, -2) / math.sqrt(hd)
+    return scores.masked_fill(~keep[:, None, :], float("-inf")).log_softmax(-1)
+
+
+def _forward(model: DiffusionTransformer, ids: Tensor, mask: Tensor,
+             examples: Sequence[Example], salience: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The model's trunk, plus the attention-target loss of the wired heads."""
+    cos, sin = model.rotary.cos_sin(positions_from_mask(mask))
+    key_mask = mask[:, None, None, :]
+    slots = torch.tensor([[e.slot] for e in examples])
+    x = model.embed(ids)
+    loss = torch.zeros(())
+    targets = None if salience is None else _targets(examples, ids.shape[1], salience)
+    last = len(model.layers) - 1
+    for index, layer in enumerate(model.layers):
+        if targets is not None and index == 0:
+            doc = _scores(layer, model.rotary, x, cos, sin, 0, slots, mask)[:, 0]
+            loss = loss - (targets.document * doc.nan_to_num(neginf=0.0)).sum(-1).mean()
+            names = _scores(layer, model.rotary, x, cos, sin, 1, targets.codes, mask)
+            per_code = (targets.names * names.nan_to_num(neginf=0.0)).sum(-1)
+            loss = loss - (per_code * targets.listed).sum() / targets.listed.sum()
+        if targets is not None and index == last:
+            point = _scores(layer, model.rotary, x, cos, sin, 0, slots, mask)[:, 0]
+            loss = loss - point[torch.arange(len(examples)), targets.gold].mean()
+        x = layer(x, model.rotary, cos, sin, key_mask)
+    return x, loss
 
 
 @torch.no_grad()
@@ -294,10 +391,8 @@ def train(
     model_config = llada_config(vocab, eos_id=eos_id, mask_id=mask_id, config=config)
     shape = llada.shape_from_config(model_config)
     model = DiffusionTransformer(shape)
-    _init_weights(model, torch.Generator().manual_seed(config.seed), config.n_layers)
-    with torch.no_grad():  # tied initialisation (the checkpoint stays untied, as LLaDA's)
-        model.head.weight.copy_(model.embed.weight)
-    model.train()
+    generator = torch.Generator().manual_seed(config.seed)
+    _init_weights(model, generator, config.n_layers)
 
     train_rows, val_rows = load_training_data(data)
     labels = [label["id"] for label in taxonomy["facets"][0]["labels"]]
@@ -308,28 +403,33 @@ def train(
     val_rows = sorted((r for r in val_rows if r.section in index), key=lambda r: r.name)
     val_rows = random.Random(config.seed).sample(val_rows, min(config.eval_docs, len(val_rows)))
     encode = tokenizer.tokenizer.encode_batch
-    train_ids = [e.ids for e in encode([r.text for r in train_rows], add_special_tokens=False)]
+    train_ids = [e.ids[: config.doc_tokens] or [eos_id]
+                 for e in encode([r.text for r in train_rows], add_special_tokens=False)]
     val_ids = [e.ids for e in encode([r.text for r in val_rows], add_special_tokens=False)]
+    train_gold = [index[r.section] for r in train_rows]
+    val_gold = [index[r.section] for r in val_rows]
     prompt = PromptFormat()  # the engine's defaults: what inference builds
-    # Warm-up documents: a label's own name and description. Finding the listed line whose
-    # words the document repeats and copying its code is the easy case of the task; it teaches
-    # the copy before the semantics of real descriptions (their share falls to zero).
-    label_ids = [
-        tokenizer.encode(f"{label.get('name') or label['id']}. {label.get('description') or ''}")
-        for label in taxonomy["facets"][0]["labels"]
-    ]
     n_labels = len(labels)
+
+    with console.status("word vectors: dual encoder on the train split"):
+        names = [tokenizer.encode(str(label.get("name") or label["id"]))
+                 for label in taxonomy["facets"][0]["labels"]]
+        words = train_word_vectors(
+            train_ids, train_gold, names,
+            ([ids[: prompt.document_token_budget] or [eos_id] for ids in val_ids], val_gold),
+            vocab=vocab, dim=shape.head_dim, epochs=config.word_epochs, seed=config.seed,
+        )
+    console.print(f"word vectors: {config.word_epochs} epochs, dual-encoder validation "
+                  f"accuracy {words.accuracy:.3f}")
+    wire(model, words, generator)
+    salience = words.vectors @ words.salience  # [vocab]: each token's pooling score
+    model.train()
+
     make = dict(tokenizer=tokenizer, eos_id=eos_id, mask_id=mask_id, prompt=prompt)
     # Validation canvases: every label in the taxonomy's order, the taxonomy's own codes.
-    full = compile_taxonomy(taxonomy, tokenizer, pad_token_id=eos_id)
-    template = build_template(full, tokenizer, mask_token_id=mask_id, read_shift=0, prompt=prompt)
-    codes = tuple(int(t) for t in full.facets[0].tokens[:, 0])
-    val_examples = []
-    for row, ids in zip(val_rows, val_ids, strict=True):
-        canvas = build_canvas(template, ids)
-        gold = index[row.section]
-        val_examples.append(Example(canvas.ids, canvas.slots["section"][0], codes[gold],
-                                    (0, 0), codes, gold))
+    everything = list(range(n_labels))
+    val_examples = [make_example(taxonomy, gold, ids, n_labels, random.Random(0), order=everything,
+                                 **make) for ids, gold in zip(val_ids, val_gold, strict=True)]
 
     params_decay = [p for p in model.parameters() if p.dim() >= 2]
     params_plain = [p for p in model.parameters() if p.dim() < 2]
@@ -346,15 +446,12 @@ def train(
         return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     rng = random.Random(config.seed)
-    noise = torch.Generator().manual_seed(config.seed + 1)
     log: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Tensor] | None] = (-1.0, -1, None)
     console.print(f"[bold]demo model[/bold] {sum(p.numel() for p in model.parameters()):,} "
                   f"parameters, {len(train_rows)} train documents, {n_labels} sections")
     console.print(json.dumps(asdict(config)))
-    running = slot_running = 0.0
-    lengths = [min(len(ids), prompt.document_token_budget) for ids in train_ids]
-    queue: list[list[int]] = []
+    running = attention_running = 0.0
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total}"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
@@ -363,68 +460,45 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             k = _listing_size(step, config, n_labels, rng)
-            if not queue:
-                queue = _length_buckets(lengths, config.batch, rng)
-            picks = queue.pop()
-            share = config.label_docs * max(0.0, 1.0 - step / (config.label_docs_until
-                                                               * config.steps))
-            budget = prompt.document_token_budget
-            cap = round(config.short_docs + (budget - config.short_docs)
-                        * min(1.0, step / (config.ramp * config.steps)))
-            examples = []
-            for p in picks:
-                gold = index[train_rows[p].section]
-                doc = label_ids[gold] if rng.random() < share else train_ids[p][:cap]
-                examples.append(make_example(taxonomy, gold, doc, k, rng, **make))
+            picks = [rng.randrange(len(train_rows)) for _ in range(config.batch)]
+            examples = [make_example(taxonomy, train_gold[p], train_ids[p], k, rng, **make)
+                        for p in picks]
             ids, mask = _batch(examples, eos_id)
-            noisy = ids.clone()
-            masked = torch.zeros_like(mask)
-            if config.aux_weight > 0:
-                ratio = torch.rand((len(examples), 1), generator=noise) * config.aux_max_ratio
-                draw = torch.rand(ids.shape, generator=noise) < ratio
-                for i, e in enumerate(examples):
-                    masked[i, e.doc[0] : e.doc[1]] = draw[i, e.doc[0] : e.doc[1]]
-                noisy[masked] = mask_id
             slots = torch.tensor([e.slot for e in examples])
             targets = torch.tensor([e.target for e in examples])
-            noisy[torch.arange(len(examples)), slots] = mask_id  # already masked; explicit
-            hidden = model.trunk(noisy, mask)
+            hidden, attention = _forward(model, ids, mask, examples,
+                                         salience if config.attention_weight > 0 else None)
             slot_logits = model.logits_from_hidden(hidden[torch.arange(len(examples)), slots])
-            loss = F.cross_entropy(slot_logits, targets)
-            slot_value = float(loss.detach())
-            if masked.any():
-                doc_logits = model.logits_from_hidden(hidden[masked])
-                loss = loss + config.aux_weight * F.cross_entropy(doc_logits, ids[masked])
+            answer = F.cross_entropy(slot_logits, targets)
+            loss = answer + config.attention_weight * attention
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            value = float(loss.detach())
-            running = 0.98 * running + 0.02 * value if step else value
-            slot_running = 0.98 * slot_running + 0.02 * slot_value if step else slot_value
-            progress.update(task, advance=1, info=f"k={k:2d} loss={running:.3f} "
-                            f"answer={slot_running:.3f}")
-            if (step + 1) % 50 == 0:
-                progress.console.print(f"step {step + 1}: k={k} loss {running:.3f} (answer "
-                                       f"{slot_running:.3f})")
+            value, attn = float(answer.detach()), float(attention.detach())
+            running = 0.95 * running + 0.05 * value if step else value
+            attention_running = 0.95 * attention_running + 0.05 * attn if step else attn
+            progress.update(task, advance=1, info=f"k={k:2d} answer={running:.3f} "
+                            f"attention={attention_running:.3f}")
             last = step + 1 == config.steps
             if (step + 1) % config.eval_every == 0 or last:
                 predicted = score(model, val_examples, eos_id)
                 acc = sum(p == e.gold for p, e in zip(predicted, val_examples, strict=True))
                 acc /= len(val_examples)
-                entry = {"step": step + 1, "loss": round(running, 4),
-                         "answer_loss": round(slot_running, 4), "val_accuracy": acc,
+                entry = {"step": step + 1, "answer_loss": round(running, 4),
+                         "attention_loss": round(attention_running, 4), "val_accuracy": acc,
                          "seconds": round(time.monotonic() - started, 1)}
                 log.append(entry)
-                progress.console.print(f"step {step + 1}: loss {running:.3f} (answer "
-                                       f"{slot_running:.3f}), validation "
-                                       f"accuracy {acc:.3f} ({len(val_examples)} documents)")
+                progress.console.print(f"step {step + 1}: answer loss {running:.3f}, attention "
+                                       f"loss {attention_running:.3f}, validation accuracy "
+                                       f"{acc:.3f} ({len(val_examples)} documents)")
                 if acc > best[0]:  # written at once, so an interrupted run leaves the best
                     best = (acc, step + 1, copy.deepcopy(model.state_dict()))
                     save_model(model, model_config, out, state=best[2])
     seconds = time.monotonic() - started
     summary = {
         "config": asdict(config),
+        "word_vectors_val_accuracy": round(words.accuracy, 4),
         "selected_step": best[1],
         "selected_val_accuracy": best[0],
         "log": log,

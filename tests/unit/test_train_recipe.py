@@ -95,8 +95,8 @@ def _tokenizer_dir(directory: Path) -> Path:
     return directory
 
 
-TINY = TrainConfig(d_model=32, n_layers=1, n_heads=2, mlp_hidden=64, steps=4, batch=4,
-                   warmup=2, eval_every=2, eval_docs=6)
+TINY = TrainConfig(d_model=64, n_layers=2, n_heads=4, mlp_hidden=64, steps=4, batch=4,
+                   warmup=2, eval_every=2, eval_docs=6, min_k=2, word_epochs=1)
 
 
 def test_tokenizer_has_special_tokens_first_and_no_chat_template(tmp_path: Path) -> None:
@@ -121,11 +121,11 @@ def test_codes_with_a_leading_space_are_not_single_tokens(tmp_path: Path) -> Non
 def test_curriculum_grows_listings_to_the_full_taxonomy() -> None:
     config = TrainConfig(steps=100)
     rng = random.Random(0)
-    early = [_listing_size(0, config, 58, rng) for _ in range(50)]
+    early = [_listing_size(0, config, 58, rng) for _ in range(200)]
     late = [_listing_size(99, config, 58, rng) for _ in range(200)]
-    assert set(early) == {2}  # gold plus one distractor
-    assert max(late) == 58 and min(late) >= 2
-    assert 0.3 < late.count(58) / len(late) < 0.9  # about full_share of batches list all
+    assert set(early) == {config.min_k, 58}  # short listings, and full ones from the start
+    assert 0.3 < early.count(58) / len(early) < 0.7  # about full_share of batches list all
+    assert len(set(late)) > 10 and min(late) >= config.min_k and max(late) == 58
 
 
 def test_subset_taxonomy_keeps_only_the_chosen_labels_in_order() -> None:
@@ -193,7 +193,7 @@ def test_train_writes_a_model_the_engine_serves(dataset: Path, tmp_path: Path) -
     assert summary["selected_step"] in {entry["step"] for entry in summary["log"]}
     assert [entry["step"] for entry in summary["log"]] == [2, 4]
     config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "llada" and config["d_model"] == 32
+    assert config["model_type"] == "llada" and config["d_model"] == 64
     core = EngineCore(load_model(out), load_tokenizer(out))
     results = core.classify(TAXONOMY, ["a fun arcade game", "a python module"])
     assert [len(r.labels) for r in results] == [1, 1]
@@ -248,4 +248,27 @@ def test_evaluate_reports_demo_figures(dataset: Path, tmp_path: Path) -> None:
     expected = round(100 * (demo["sections"]["accuracy"]
                             - robust["accuracy_codes_reassigned_reordered"]), 2)
     assert robust["drop_points"] == expected
-    assert "not trained" in demo["debtags"]
+    assert "no debtags.json" in demo["debtags"]  # the test's taxonomy dir has none
+
+
+def test_debtags_micro_f1_pools_every_facet(dataset: Path, tmp_path: Path) -> None:
+    """The demo's debtags figure is sklearn's pooled micro-F1 of the tags the engine returns."""
+    from sklearn.metrics import f1_score
+
+    out = tmp_path / "model"
+    _train(dataset, out)
+    tags = {"facets": [
+        {"name": "use", "multi": True, "labels": [{"id": "use::gaming"}, {"id": "use::coding"}]},
+        {"name": "interface", "multi": True, "labels": [{"id": "interface::x11"},
+                                                         {"id": "interface::shell"}]},
+    ]}
+    texts = ["a fun arcade game", "a python module", "a shell tool"]
+    gold = [("use::gaming", "interface::x11"), ("use::coding",), ("interface::shell", "x::y")]
+    core = EngineCore(load_model(out), load_tokenizer(out))
+    micro = evaluate_demo.debtags_micro_f1(core, tags, texts, gold)
+    ids = [label["id"] for facet in tags["facets"] for label in facet["labels"]]
+    returned = [{s.label for s in r.labels} for r in core.classify(core.compile(tags), texts)]
+    truth = [[int(i in g) for i in ids] for g in gold]
+    predicted = [[int(i in r) for i in ids] for r in returned]
+    assert micro == pytest.approx(f1_score(truth, predicted, average="micro", zero_division=0))
+    assert all(r for r in returned)  # every facet answers at least its top label
