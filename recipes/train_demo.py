@@ -23,8 +23,9 @@ head 1: each listed code attends to its own label's name; last layer head 0: the
 attends to the gold label's code). All weights are trained.
 
 Held-out rows are never read (`recipes.split.load_training_data`); model selection (which
-checkpoint is written) uses validation only. Seeded and deterministic on CPU for a given
-thread count.
+checkpoint is written) uses validation only. Seeded: short runs repeat bit for bit, but over
+hundreds of steps multi-threaded CPU reductions make two runs drift apart (the same losses at
+step 100, different at step 200), so a re-run reproduces the figures, not the bytes.
 """
 
 from __future__ import annotations

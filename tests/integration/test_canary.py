@@ -163,7 +163,8 @@ class Served:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"engine.process" in cmdline and str(self.data_dir).encode() in cmdline:
+            # The engine's socket is under this test's TMPDIR (the model may be elsewhere).
+            if b"engine.process" in cmdline and str(self.root).encode() in cmdline:
                 pids.append(int(entry.name))
         return pids
 
@@ -459,8 +460,8 @@ def case_engine_crash(s: Served) -> None:
 
 def case_client_timeout(s: Served) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        s.client.post("/v1/classify", json=_slow(4), headers=s.auth(**s.canary_headers()),
-                      timeout=httpx.Timeout(60, read=0.3))
+        s.client.post("/v1/classify", json=_slow(QUEUE_LIMIT),
+                      headers=s.auth(**s.canary_headers()), timeout=httpx.Timeout(60, read=0.05))
     s.wait_idle()
 
 
@@ -612,7 +613,7 @@ def test_no_canary_in_any_sink(served: Served) -> None:
     assert {"POST /v1/classify", "GET /v1/taxonomies/{name}", "POST /v1/classify/stream"} <= names
     assert any(p.name.startswith("metrics-") for p in _files(s.root / "otlp"))
     metrics = s.metrics_text[-1]
-    assert re.search(r'^tacet_documents_total\{mode="diffusion",model_id="tiny-random"\} [1-9]',
+    assert re.search(r'^tacet_documents_total\{mode="diffusion",model_id="demo"\} [1-9]',
                      metrics, re.MULTILINE)
     assert re.search(r"^tacet_engine_restarts_total [1-9]", metrics, re.MULTILINE)
     statuses = {int(m) for m in re.findall(r'status="(\d+)"', metrics)}

@@ -306,10 +306,11 @@ def test_serve_dev_prepares_data_dir_and_never_prints_the_key(
     assert "https://127.0.0.1:9443" in out
     assert str(data_dir / "tls" / "ca.pem") in out
     assert str(data_dir / "dev-api-key") in out
-    assert "RANDOM" in out and "noise" in out
+    assert "bundled demo model" in out and "RANDOM" not in out
     (settings,) = served
-    assert settings.engine.model_dir == data_dir / "models" / "tiny-random"
-    assert (settings.engine.model_dir / "config.json").is_file()
+    assert settings.engine.model_dir == _cli_serve.bundled_demo_model()
+    assert settings.engine.model_dir == Path(_cli_serve.__file__).parent.parent / "models/demo"
+    assert (settings.engine.model_dir / "model.safetensors").is_file()
     assert settings.tls.cert == data_dir / "tls" / "server.pem"
     assert settings.tls.min_version == "tls1.3"
     assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
@@ -347,3 +348,24 @@ def test_any_key_store_plugs_in_and_scopes_are_checked(engine: FakeEngine) -> No
         assert engine.calls == []
         wrong_method = test_client.get("/v1/classify", headers={"Authorization": "Bearer reader"})
         _assert_problem(wrong_method, 405, "method-not-allowed")
+
+
+def test_serve_without_a_bundled_model_serves_a_random_one_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway import _cli_serve
+    from gateway.cli import main
+
+    served: list[ServeSettings] = []
+    monkeypatch.setattr(_cli_serve, "serve", lambda settings, loader: served.append(settings))
+    monkeypatch.setattr(_cli_serve, "bundled_demo_model", lambda: None)
+    for name in list(os.environ):
+        if name.startswith("TACET_"):
+            monkeypatch.delenv(name)
+    data_dir = tmp_path / "state"
+    assert main(["serve", "--dev", "--data-dir", str(data_dir), "--port", "9443"]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM" in out and "noise" in out
+    (settings,) = served
+    assert settings.engine.model_dir == data_dir / "models" / "tiny-random"
+    assert (settings.engine.model_dir / "config.json").is_file()
