@@ -26,6 +26,7 @@ from gateway.settings import UNSAFE_SETTINGS, ServeSettings, SettingsError, TLSS
 
 __all__ = [
     "audit_start",
+    "bundled_demo_model",
     "prepare",
     "register",
     "run",
@@ -35,14 +36,13 @@ __all__ = [
 ]
 
 TINY_MODEL_SUBDIR = Path("models") / "tiny-random"
+_LEVELS = ("debug", "info", "warning", "error")
 
 
 def bundled_demo_model() -> Path | None:
     """`models/demo` next to the package in a source checkout, if it holds a model."""
     candidate = Path(__file__).resolve().parent.parent / "models" / "demo"
     return candidate if (candidate / "config.json").is_file() else None
-
-_LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
