@@ -122,7 +122,9 @@ def evaluate(
         autoregressive = classify_sections(core, sections, texts, mode="autoregressive")
     tagged = [row for row in validation if row.tags][:debtags_docs]
     debtags_path = taxonomy_dir / "debtags.json"
-    debtags: dict[str, Any] | str = "no debtags.json or no tagged validation package"
+    debtags: dict[str, Any] | str = (
+        "not scored: no debtags.json, no tagged validation package, or --debtags-docs 0"
+    )
     if tagged and debtags_path.is_file():
         with console.status(f"demo model: debtags ({len(tagged)} documents)"):
             micro = debtags_micro_f1(core, json.loads(debtags_path.read_text("utf-8")),
