@@ -71,7 +71,6 @@ def test_wiring_matches_document_to_label_and_copies_the_code() -> None:
         # the label block (what each head attends to is learned, not wired).
         token = model.embed.weight[7]
         for head, block in ((0, lay.document), (1, lay.label)):
-            out = torch.zeros(model.shape.hidden)
             value = first.v(token)[head * hd : (head + 1) * hd]
             out = first.o(F.pad(value, (head * hd, model.shape.hidden - (head + 1) * hd)))
             assert torch.allclose(out[block : block + hd], token[lay.words : lay.words + hd])
