@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.testing import write_tiny_checkpoint
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,12 +136,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (tmp / "stream_server.py").write_text(SERVER)
     (tmp / "taxonomies").mkdir()
     (tmp / "taxonomies" / "topics.json").write_text(json.dumps(TOPICS))
+    # The tiny random checkpoint, not the bundled demo model: its labels are uncertain, so the
+    # policy spends several passes per document and the engine still holds queued documents of
+    # a stream when its client goes (the confident demo model often finishes them first).
+    write_tiny_checkpoint("llada", tmp / "model")
     port = _free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp), str(REPO)]),
         "TACET_DATA_DIR": str(tmp / "data"),
         "TACET_DEV": "1",
+        "TACET_MODEL": str(tmp / "model"),
         "TACET_TAXONOMY_DIRS": str(tmp / "taxonomies"),  # imported into the dev tenant
         "TACET_PORT": str(port),
         # Small bounds, so that a stream is many engine calls and a disconnect lands mid-way.
