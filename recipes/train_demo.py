@@ -8,19 +8,19 @@ Every example is a canvas built by the engine's own code (`engine.taxonomy.compi
 `engine.canvas.build_template` / `build_canvas`, the default `PromptFormat`, listings of codes
 and names as the tokenizer config asks), so training canvases are inference canvases:
 instruction, taxonomy listing, the document (long description) and the masked answer slot.
-Per example the listed labels are a random subset of the `debian-sections` taxonomy (the gold
-label plus k - 1 others, in a random order) and the codes are reassigned with a random
-`code_seed`, so the model must read the listing to answer. Curriculum: the largest listing
-grows from `min_k` labels to all of them over the first `ramp` of training; from the start,
-`full_share` of the batches list every label, as inference does.
+Per example the listed labels are the `debian-sections` taxonomy (every label by default,
+as inference lists them; with `full_share` < 1, a random subset holding the gold label that
+grows from `min_k` labels to all of them over the first `ramp` of training) in a random order,
+and the codes are reassigned with a random `code_seed`, so the model must read the listing to
+answer.
 
-Start (`recipes.demo_init`): word vectors from a bag-of-words dual encoder fitted on the train
-split, wired into the embedding and into the value/output and match weights of three heads.
-Objective: the masked-diffusion loss on the masked answer slot (cross-entropy over the whole
-vocabulary), plus attention targets for the three wired heads (layer 0 head 0: the answer slot
-attends to the document's tokens, weighted as the word-vector encoder pools them; layer 0
-head 1: each listed code attends to its own label's name; last layer head 0: the answer slot
-attends to the gold label's code). All weights are trained.
+Start (`recipes.demo_init`): position kernels and a bag-of-words dual encoder fitted on the
+train split, written exactly into the two layers, so that the untrained forward pass already
+classifies like the encoder (logged as step 0). Objective: the masked-diffusion loss on the
+masked answer slot (cross-entropy over the whole vocabulary) plus an attention target for the
+pointer (last layer, head 0: the answer slot attends to the gold label's code). All weights
+are trained, with a small learning rate: larger ones (1e-4 and up) pull the start apart faster
+than the loss rebuilds it. Only trained checkpoints are candidates for selection.
 
 Held-out rows are never read (`recipes.split.load_training_data`); model selection (which
 checkpoint is written) uses validation only. Seeded: short runs repeat bit for bit, but over
@@ -53,10 +53,19 @@ from torch import Tensor
 from engine.canvas import PromptFormat, build_canvas, build_template, listing_text
 from engine.models import DiffusionTransformer, llada
 from engine.models._transformer import positions_from_mask
-from engine.taxonomy import CompiledTaxonomy, compile_taxonomy
+from engine.taxonomy import CompiledTaxonomy, _code_pool, compile_taxonomy
 from engine.testing.tiny_models import REFERENCE_CONFIGS
 from engine.tokenizer import ModelTokenizer, load_tokenizer
-from recipes.demo_init import train_word_vectors, wire
+from recipes.demo_init import (
+    NAME_OFFSETS,
+    WordVectors,
+    context_of,
+    fit_kernel,
+    label_bags,
+    layout_for,
+    train_word_vectors,
+    wire,
+)
 from recipes.errors import DatasetError, RecipeError
 from recipes.split import load_training_data
 from recipes.tokenizer_recipe import EOS_TOKEN, MASK_TOKEN
@@ -78,20 +87,23 @@ class TrainConfig:
 
     d_model: int = 192
     n_layers: int = 2
-    n_heads: int = 4
+    n_heads: int = 3
+    rope_theta: float = 1e16  # most rotary pairs static over a canvas (recipes.demo_init)
     mlp_hidden: int = 384
-    steps: int = 1000
+    steps: int = 400
     batch: int = 32
-    lr: float = 3e-3
-    warmup: int = 50
+    lr: float = 3e-5  # small: training refines the wired start, it does not rebuild it
+    warmup: int = 10
     weight_decay: float = 0.01
     min_k: int = 8  # smallest listing at the start of the curriculum
     max_k: int = 0  # largest listing; 0: every label of the taxonomy
     ramp: float = 0.3  # fraction of training over which the largest listing grows to all
-    full_share: float = 0.5  # share of batches that list every label
+    full_share: float = 1.0  # share of batches that list every label
     doc_tokens: int = 128  # training documents are cut to this many tokens (speed)
+    word_dim: int = 48  # width of the dual encoder's word vectors
     word_epochs: int = 3  # epochs of the word-vector dual encoder (recipes.demo_init)
-    attention_weight: float = 1.0  # weight of the attention targets in the loss
+    match_scale: float = 100.0  # sharpness of the wired pointer (the pooled document is diluted)
+    attention_weight: float = 1.0  # weight of the pointer's attention target in the loss
     eval_every: int = 100
     eval_docs: int = 300  # validation documents scored at each evaluation (model selection)
     seed: int = 0
@@ -128,7 +140,7 @@ def llada_config(
         pad_token_id=eos_id,
         mask_token_id=mask_id,
         max_sequence_length=4096,
-        rope_theta=10_000.0,
+        rope_theta=config.rope_theta,
         precision="fp32",
         torch_dtype="float32",
     )
@@ -275,33 +287,6 @@ def _listing_size(step: int, config: TrainConfig, n_labels: int, rng: random.Ran
     return rng.randint(low, max(low, round(k_max)))
 
 
-@dataclass(frozen=True)
-class _Targets:
-    """Attention targets of one batch (see the module docstring)."""
-
-    document: Tensor  # [B, T]: the answer slot's target over keys (over the document's
-    # tokens, weighted as the word-vector encoder pools them)
-    names: Tensor  # [B, K, T]: each listed code's target (even over its label's name)
-    codes: Tensor  # [B, K]: positions of the listed codes (0 where padded)
-    listed: Tensor  # [B, K]: True for real entries
-    gold: Tensor  # [B]: position of the gold label's code
-
-
-def _targets(examples: Sequence[Example], width: int, salience: Tensor) -> _Targets:
-    b, k = len(examples), max(len(e.code_positions) for e in examples)
-    document, names = torch.zeros(b, width), torch.zeros(b, k, width)
-    codes, listed = torch.zeros(b, k, dtype=torch.long), torch.zeros(b, k, dtype=torch.bool)
-    for i, e in enumerate(examples):
-        if e.doc[1] > e.doc[0]:
-            tokens = torch.tensor(e.ids[e.doc[0] : e.doc[1]])
-            document[i, e.doc[0] : e.doc[1]] = salience[tokens].softmax(-1)
-        for j, (code, name) in enumerate(zip(e.code_positions, e.name_positions, strict=True)):
-            codes[i, j], listed[i, j] = code, True
-            names[i, j, list(name)] = 1.0 / len(name)
-    gold = torch.tensor([e.code_positions[e.gold] for e in examples])
-    return _Targets(document, names, codes, listed, gold)
-
-
 def _scores(block: torch.nn.Module, rotary: Any, x: Tensor, cos: Tensor, sin: Tensor,
             head: int, queries: Tensor, keep: Tensor) -> Tensor:
     """Log attention weights of `head` of `block` for query positions `queries` [B, Q]:
@@ -320,27 +305,51 @@ def _scores(block: torch.nn.Module, rotary: Any, x: Tensor, cos: Tensor, sin: Te
 
 
 def _forward(model: DiffusionTransformer, ids: Tensor, mask: Tensor,
-             examples: Sequence[Example], salience: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The model's trunk, plus the attention-target loss of the wired heads."""
+             examples: Sequence[Example], *, pointer: bool) -> tuple[Tensor, Tensor]:
+    """The model's trunk, plus the pointer's attention target: the last layer's head 0 attends
+    from the answer slot to the gold label's code."""
     cos, sin = model.rotary.cos_sin(positions_from_mask(mask))
     key_mask = mask[:, None, None, :]
-    slots = torch.tensor([[e.slot] for e in examples])
     x = model.embed(ids)
     loss = torch.zeros(())
-    targets = None if salience is None else _targets(examples, ids.shape[1], salience)
     last = len(model.layers) - 1
     for index, layer in enumerate(model.layers):
-        if targets is not None and index == 0:
-            doc = _scores(layer, model.rotary, x, cos, sin, 0, slots, mask)[:, 0]
-            loss = loss - (targets.document * doc.nan_to_num(neginf=0.0)).sum(-1).mean()
-            names = _scores(layer, model.rotary, x, cos, sin, 1, targets.codes, mask)
-            per_code = (targets.names * names.nan_to_num(neginf=0.0)).sum(-1)
-            loss = loss - (per_code * targets.listed).sum() / targets.listed.sum()
-        if targets is not None and index == last:
+        if pointer and index == last:
+            slots = torch.tensor([[e.slot] for e in examples])
+            gold = torch.tensor([e.code_positions[e.gold] for e in examples])
             point = _scores(layer, model.rotary, x, cos, sin, 0, slots, mask)[:, 0]
-            loss = loss - point[torch.arange(len(examples)), targets.gold].mean()
+            loss = loss - point[torch.arange(len(examples)), gold].mean()
         x = layer(x, model.rotary, cos, sin, key_mask)
     return x, loss
+
+
+def _start(model: DiffusionTransformer, taxonomy: dict[str, Any], config: TrainConfig,
+           generator: torch.Generator, train_ids: Sequence[Sequence[int]],
+           train_gold: Sequence[int], validation: tuple[Sequence[Sequence[int]], Sequence[int]],
+           make: dict[str, Any]) -> WordVectors:
+    """Fit the position kernels and the dual encoder, and wire them into `model`."""
+    tokenizer: ModelTokenizer = make["tokenizer"]
+    shape = model.shape
+    names = fit_kernel(shape.rope_theta, shape.head_dim, NAME_OFFSETS, seed=config.seed)
+    following = fit_kernel(shape.rope_theta, shape.head_dim, (1,), seed=config.seed)
+    n = len(taxonomy["facets"][0]["labels"])
+    # The inference canvas (every label, the taxonomy's order and codes) with a one-token
+    # document: where each label's code sits, and the fixed tokens around the document.
+    canvas = make_example(taxonomy, 0, [make["eos_id"]], n, random.Random(0),
+                          order=list(range(n)), **make)
+    bags = label_bags(canvas.ids, canvas.code_positions, names)
+    fixed = [t for i, t in enumerate(canvas.ids)
+             if not canvas.doc[0] <= i < canvas.doc[1] and i != canvas.slot]
+    code_tokens = sorted({ids[0] for ids in map(tokenizer.encode, _code_pool()) if len(ids) == 1})
+    layout = layout_for(model, config.word_dim)
+    words = train_word_vectors(
+        train_ids, train_gold, bags, validation, vocab=shape.vocab_size, dim=config.word_dim,
+        rank=layout.rank, zero_tokens=code_tokens, epochs=config.word_epochs, seed=config.seed,
+    )
+    wire(model, words, names=names, next_token=following, context=context_of(words, fixed),
+         code_tokens=code_tokens, colon_tokens=tokenizer.encode(":"), mask_id=make["mask_id"],
+         generator=generator, match_scale=config.match_scale)
+    return words
 
 
 @torch.no_grad()
@@ -361,6 +370,11 @@ def score(
             predicted.append(int(torch.argmax(row[list(e.candidates)])))
     model.train(was_training)
     return predicted
+
+
+def _accuracy(model: DiffusionTransformer, examples: Sequence[Example], pad_id: int) -> float:
+    predicted = score(model, examples, pad_id)
+    return sum(p == e.gold for p, e in zip(predicted, examples, strict=True)) / len(examples)
 
 
 def save_model(
@@ -412,21 +426,15 @@ def train(
     prompt = PromptFormat()  # the engine's defaults: what inference builds
     n_labels = len(labels)
 
+    make = dict(tokenizer=tokenizer, eos_id=eos_id, mask_id=mask_id, prompt=prompt)
     with console.status("word vectors: dual encoder on the train split"):
-        names = [tokenizer.encode(str(label.get("name") or label["id"]))
-                 for label in taxonomy["facets"][0]["labels"]]
-        words = train_word_vectors(
-            train_ids, train_gold, names,
-            ([ids[: prompt.document_token_budget] or [eos_id] for ids in val_ids], val_gold),
-            vocab=vocab, dim=shape.head_dim, epochs=config.word_epochs, seed=config.seed,
-        )
+        words = _start(model, taxonomy, config, generator, train_ids, train_gold,
+                       ([ids[: prompt.document_token_budget] or [eos_id] for ids in val_ids],
+                        val_gold), make)
     console.print(f"word vectors: {config.word_epochs} epochs, dual-encoder validation "
                   f"accuracy {words.accuracy:.3f}")
-    wire(model, words, generator)
-    salience = words.vectors @ words.salience  # [vocab]: each token's pooling score
     model.train()
 
-    make = dict(tokenizer=tokenizer, eos_id=eos_id, mask_id=mask_id, prompt=prompt)
     # Validation canvases: every label in the taxonomy's order, the taxonomy's own codes.
     everything = list(range(n_labels))
     val_examples = [make_example(taxonomy, gold, ids, n_labels, random.Random(0), order=everything,
@@ -453,6 +461,10 @@ def train(
                   f"parameters, {len(train_rows)} train documents, {n_labels} sections")
     console.print(json.dumps(asdict(config)))
     running = attention_running = 0.0
+    start_accuracy = _accuracy(model, val_examples, eos_id)
+    log.append({"step": 0, "val_accuracy": start_accuracy,
+                "seconds": round(time.monotonic() - started, 1)})
+    console.print(f"step 0 (the wired start): validation accuracy {start_accuracy:.3f}")
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total}"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
@@ -468,7 +480,7 @@ def train(
             slots = torch.tensor([e.slot for e in examples])
             targets = torch.tensor([e.target for e in examples])
             hidden, attention = _forward(model, ids, mask, examples,
-                                         salience if config.attention_weight > 0 else None)
+                                         pointer=config.attention_weight > 0)
             slot_logits = model.logits_from_hidden(hidden[torch.arange(len(examples)), slots])
             answer = F.cross_entropy(slot_logits, targets)
             loss = answer + config.attention_weight * attention
@@ -483,9 +495,7 @@ def train(
                             f"attention={attention_running:.3f}")
             last = step + 1 == config.steps
             if (step + 1) % config.eval_every == 0 or last:
-                predicted = score(model, val_examples, eos_id)
-                acc = sum(p == e.gold for p, e in zip(predicted, val_examples, strict=True))
-                acc /= len(val_examples)
+                acc = _accuracy(model, val_examples, eos_id)
                 entry = {"step": step + 1, "answer_loss": round(running, 4),
                          "attention_loss": round(attention_running, 4), "val_accuracy": acc,
                          "seconds": round(time.monotonic() - started, 1)}

@@ -95,8 +95,9 @@ def _tokenizer_dir(directory: Path) -> Path:
     return directory
 
 
-TINY = TrainConfig(d_model=64, n_layers=2, n_heads=4, mlp_hidden=64, steps=4, batch=4,
-                   warmup=2, eval_every=2, eval_docs=6, min_k=2, word_epochs=1)
+TINY = TrainConfig(d_model=96, n_layers=2, n_heads=3, rope_theta=1e8, mlp_hidden=64, steps=4,
+                   batch=4, warmup=2, eval_every=2, eval_docs=6, min_k=2, word_dim=8,
+                   word_epochs=1)
 
 
 def test_tokenizer_has_special_tokens_first_and_no_chat_template(tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_codes_with_a_leading_space_are_not_single_tokens(tmp_path: Path) -> Non
 
 
 def test_curriculum_grows_listings_to_the_full_taxonomy() -> None:
-    config = TrainConfig(steps=100)
+    config = TrainConfig(steps=100, full_share=0.5)
     rng = random.Random(0)
     early = [_listing_size(0, config, 58, rng) for _ in range(200)]
     late = [_listing_size(99, config, 58, rng) for _ in range(200)]
@@ -191,9 +192,10 @@ def test_train_writes_a_model_the_engine_serves(dataset: Path, tmp_path: Path) -
         "config.json", "model.safetensors", "tokenizer.json", "training.json"
     }
     assert summary["selected_step"] in {entry["step"] for entry in summary["log"]}
-    assert [entry["step"] for entry in summary["log"]] == [2, 4]
+    assert [entry["step"] for entry in summary["log"]] == [0, 2, 4]  # 0: the wired start
+    assert summary["selected_step"] != 0  # a trained checkpoint is shipped
     config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "llada" and config["d_model"] == 64
+    assert config["model_type"] == "llada" and config["d_model"] == 96
     core = EngineCore(load_model(out), load_tokenizer(out))
     results = core.classify(TAXONOMY, ["a fun arcade game", "a python module"])
     assert [len(r.labels) for r in results] == [1, 1]
