@@ -119,7 +119,6 @@ class Example:
     gold: int
     labels: tuple[int, ...] = ()  # taxonomy index of each listed label, in listing order
     code_positions: tuple[int, ...] = ()  # where each listed label's code token is
-    name_positions: tuple[tuple[int, ...], ...] = ()  # where each listed label's name is
 
 
 def llada_config(
@@ -229,10 +228,10 @@ def make_example(
     start = len(template.before)
     end = start + min(len(doc_ids), template.budget)
     candidates = tuple(int(t) for t in facet.tokens[:, 0])
-    codes, names = listing_positions(compiled, tokenizer, prompt, template.before)
+    codes, _ = listing_positions(compiled, tokenizer, prompt, template.before)
     position = list(order).index(gold)
     return Example(canvas.ids, slot, candidates[position], (start, end), candidates, position,
-                   tuple(order), codes, names)
+                   tuple(order), codes)
 
 
 class _MemoTokenizer(ModelTokenizer):
