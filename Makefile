@@ -43,7 +43,7 @@ lint: install ## ruff
 # Where the data recipe writes the Debian dataset (outside the repository).
 DEMO_DATA ?= $(or $(TACET_DATA_DIR),$(HOME)/.cache/tacet/debian-packages)
 
-demo-model: install ## rebuild models/demo from nothing: data -> tokenizer -> train -> eval (CPU: ~25 min)
+demo-model: install ## rebuild models/demo from nothing: data -> tokenizer -> train -> eval (see models/demo/README.md)
 	$(PY) -m recipes.debian_data fetch --out $(DEMO_DATA)
 	$(PY) -m recipes.tokenizer_recipe --data $(DEMO_DATA) --out models/demo
 	$(PY) -m recipes.train_demo --data $(DEMO_DATA) --out models/demo

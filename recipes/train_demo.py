@@ -117,7 +117,6 @@ class Example:
     doc: tuple[int, int]  # [start, end) of the document tokens
     candidates: tuple[int, ...]  # code tokens of the listed labels (gold at `gold`)
     gold: int
-    labels: tuple[int, ...] = ()  # taxonomy index of each listed label, in listing order
     code_positions: tuple[int, ...] = ()  # where each listed label's code token is
 
 
@@ -158,9 +157,9 @@ def listing_positions(
     tokenizer: ModelTokenizer,
     prompt: PromptFormat,
     before: Sequence[int],
-) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
-    """Token positions of each listed label's code and of its name in the canvas prefix
-    `before` (the plain canvas: the demo tokenizer ships no chat template)."""
+) -> tuple[int, ...]:
+    """Token position of each listed label's code in the canvas prefix `before` (the plain
+    canvas: the demo tokenizer ships no chat template)."""
     listing = listing_text(compiled, descriptions=tokenizer.label_descriptions)
     head = f"{prompt.instruction}\n\n{listing}\n\nDocument:\n"
     encoding = tokenizer.tokenizer.encode(head, add_special_tokens=False)
@@ -169,25 +168,19 @@ def listing_positions(
                           "template)")
     lines = listing.split("\n")
     start = head.index(listing) + len(lines[0]) + 1  # after the facet header
-    starts, colons, ends = [], [], []
+    starts, colons = [], []
     for line in lines[1:]:
         starts.append(start)
         colons.append(start + line.index(":"))
-        ends.append(start + len(line))
         start += len(line) + 1
     codes: list[int | None] = [None] * len(starts)
-    names: list[list[int]] = [[] for _ in starts]
     for position, (a, b) in enumerate(encoding.offsets):
         line = bisect.bisect_right(starts, a) - 1
-        if line < 0 or b <= a or a >= ends[line]:
-            continue
-        if b <= colons[line]:
+        if line >= 0 and a < b <= colons[line]:
             codes[line] = position
-        elif a > colons[line] and b <= ends[line]:
-            names[line].append(position)
-    if any(c is None for c in codes) or not all(names):
-        raise RecipeError("a listed label's code is not one token of its own, or has no name")
-    return tuple(c for c in codes if c is not None), tuple(tuple(n) for n in names)
+    if any(c is None for c in codes):
+        raise RecipeError("a listed label's code is not one token of its own")
+    return tuple(c for c in codes if c is not None)
 
 
 def make_example(
@@ -228,10 +221,10 @@ def make_example(
     start = len(template.before)
     end = start + min(len(doc_ids), template.budget)
     candidates = tuple(int(t) for t in facet.tokens[:, 0])
-    codes, _ = listing_positions(compiled, tokenizer, prompt, template.before)
+    codes = listing_positions(compiled, tokenizer, prompt, template.before)
     position = list(order).index(gold)
     return Example(canvas.ids, slot, candidates[position], (start, end), candidates, position,
-                   tuple(order), codes)
+                   codes)
 
 
 class _MemoTokenizer(ModelTokenizer):

@@ -287,9 +287,11 @@ def test_settings_name_the_fix(tmp_path: Path) -> None:
     assert ServeSettings().tls.min_version == "tls1.3"
 
 
-def test_serve_dev_prepares_data_dir_and_never_prints_the_key(
+def _serve_dev(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+) -> tuple[Path, str, ServeSettings]:
+    """`tacet serve --dev` with a clean environment, stopped before serving: the data dir, what
+    it printed and the settings it would serve with."""
     from gateway import _cli_serve
     from gateway.cli import main
 
@@ -300,14 +302,22 @@ def test_serve_dev_prepares_data_dir_and_never_prints_the_key(
             monkeypatch.delenv(name)
     data_dir = tmp_path / "state"
     assert main(["serve", "--dev", "--data-dir", str(data_dir), "--port", "9443"]) == 0
-    out = capsys.readouterr().out
+    (settings,) = served
+    return data_dir, capsys.readouterr().out, settings
+
+
+def test_serve_dev_prepares_data_dir_and_never_prints_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway import _cli_serve
+
+    data_dir, out, settings = _serve_dev(tmp_path, monkeypatch, capsys)
     key = (data_dir / "dev-api-key").read_text().strip()
     assert key not in out
     assert "https://127.0.0.1:9443" in out
     assert str(data_dir / "tls" / "ca.pem") in out
     assert str(data_dir / "dev-api-key") in out
     assert "bundled demo model" in out and "RANDOM" not in out
-    (settings,) = served
     assert settings.engine.model_dir == _cli_serve.bundled_demo_model()
     assert settings.engine.model_dir == Path(_cli_serve.__file__).parent.parent / "models/demo"
     assert (settings.engine.model_dir / "model.safetensors").is_file()
@@ -354,18 +364,9 @@ def test_serve_without_a_bundled_model_serves_a_random_one_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from gateway import _cli_serve
-    from gateway.cli import main
 
-    served: list[ServeSettings] = []
-    monkeypatch.setattr(_cli_serve, "serve", lambda settings, loader: served.append(settings))
     monkeypatch.setattr(_cli_serve, "bundled_demo_model", lambda: None)
-    for name in list(os.environ):
-        if name.startswith("TACET_"):
-            monkeypatch.delenv(name)
-    data_dir = tmp_path / "state"
-    assert main(["serve", "--dev", "--data-dir", str(data_dir), "--port", "9443"]) == 0
-    out = capsys.readouterr().out
+    data_dir, out, settings = _serve_dev(tmp_path, monkeypatch, capsys)
     assert "RANDOM" in out and "noise" in out
-    (settings,) = served
     assert settings.engine.model_dir == data_dir / "models" / "tiny-random"
     assert (settings.engine.model_dir / "config.json").is_file()
