@@ -42,13 +42,15 @@ lint: install ## ruff
 
 # Where the data recipe writes the Debian dataset (outside the repository).
 DEMO_DATA ?= $(or $(TACET_DATA_DIR),$(HOME)/.cache/tacet/debian-packages)
+# Torch device for the demo model's training steps and evaluation (cuda on a GPU machine).
+DEMO_DEVICE ?= cpu
 
 demo-model: install ## rebuild models/demo from nothing: data -> tokenizer -> train -> eval (see models/demo/README.md)
 	$(PY) -m recipes.debian_data fetch --out $(DEMO_DATA)
 	$(PY) -m recipes.tokenizer_recipe --data $(DEMO_DATA) --out models/demo
-	$(PY) -m recipes.train_demo --data $(DEMO_DATA) --out models/demo
+	$(PY) -m recipes.train_demo --data $(DEMO_DATA) --out models/demo --device $(DEMO_DEVICE)
 	$(PY) -m recipes.evaluate_demo --data $(DEMO_DATA) --model models/demo \
-		--json models/demo/metrics.json
+		--device $(DEMO_DEVICE) --json models/demo/metrics.json
 
 bench: install ## engine benchmarks (each prints a table of ratios)
 	$(PY) bench/bench_forward.py

@@ -1,6 +1,6 @@
 """Evaluation command: the demo model beside the TF-IDF + logistic-regression baseline.
 
-    python -m recipes.evaluate_demo --data DIR --model models/demo [--json FILE]
+    python -m recipes.evaluate_demo --data DIR --model models/demo [--json FILE] [--device cuda]
 
 On the validation bucket only (held-out rows are never read), through the engine exactly as
 the gateway serves it (`EngineCore` with its default `EngineConfig`):
@@ -98,6 +98,7 @@ def evaluate(
     limit: int | None = None,
     debtags_docs: int = 300,
     with_baseline: bool = True,
+    device: str = "cpu",
     console: Console | None = None,
 ) -> dict[str, Any]:
     console = console or Console()
@@ -110,7 +111,8 @@ def evaluate(
         validation = validation[:limit]
     texts = [row.text for row in validation]
     gold = [row.section for row in validation]
-    core = EngineCore(load_model(model_dir), load_tokenizer(model_dir), EngineConfig())
+    core = EngineCore(load_model(model_dir, device=device), load_tokenizer(model_dir),
+                      EngineConfig())
 
     with console.status("demo model: diffusion"):
         diffusion = classify_sections(core, sections, texts)
@@ -157,6 +159,7 @@ def evaluate(
         if limit is not None:
             result["baseline"]["note"] = "baseline scored on the whole validation split"
     result["seconds"] = round(time.monotonic() - started, 1)
+    result["device"] = str(device)
     return result
 
 
@@ -203,13 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="torch device of the demo model (cuda)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     console = Console()
     try:
         result = evaluate(args.data, args.model, args.taxonomies, limit=args.limit,
                           debtags_docs=args.debtags_docs, with_baseline=not args.no_baseline,
-                          console=console)
+                          device=args.device, console=console)
     except (RecipeError, OSError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

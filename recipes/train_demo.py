@@ -1,6 +1,7 @@
 """Training recipe: the demo model, a small LLaDA-family masked-diffusion classifier.
 
     python -m recipes.train_demo --data DIR --out models/demo [--steps N] [--threads N]
+                                 [--device cuda]
 
 Run `python -m recipes.tokenizer_recipe` first: it writes the tokenizer into `--out`.
 
@@ -14,11 +15,13 @@ grows from `min_k` labels to all of them over the first `ramp` of training) in a
 and the codes are reassigned with a random `code_seed`, so the model must read the listing to
 answer.
 
-Start (`recipes.demo_init`): position kernels and a bag-of-words dual encoder fitted on the
-train split, written exactly into the two layers, so that the untrained forward pass already
-classifies like the encoder (logged as step 0). Objective: the masked-diffusion loss on the
-masked answer slot (cross-entropy over the whole vocabulary) plus an attention target for the
-pointer (last layer, head 0: the answer slot attends to the gold label's code). All weights
+Start (`recipes.demo_init`): position kernels, a count curve and a bag-of-words dual encoder
+fitted on the train split, written exactly into the four layers, so that the untrained forward
+pass already classifies like the encoder (logged as step 0). The start is fitted on the CPU;
+the training steps run on `--device` (a GPU when there is one). Objective: the masked-diffusion
+loss on the masked answer slot (cross-entropy over the whole vocabulary) plus an attention
+target for the pointer (last layer, head 0: the answer slot attends to the gold label's code).
+All weights
 are trained, with a small learning rate: larger ones (1e-4 and up) pull the start apart faster
 than the loss rebuilds it. Only trained checkpoints are candidates for selection.
 
@@ -59,10 +62,12 @@ from engine.tokenizer import ModelTokenizer, load_tokenizer
 from recipes.demo_init import (
     NAME_OFFSETS,
     WordVectors,
-    context_of,
+    find_region,
+    fit_curve,
     fit_kernel,
     label_bags,
     layout_for,
+    region_kernel,
     train_word_vectors,
     wire,
 )
@@ -81,15 +86,18 @@ __all__ = [
 ]
 
 
+DOCUMENT_HEADER = "\n\nDocument:\n"  # between the listing and the document (engine.canvas)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of a run; printed and written next to the weights."""
 
-    d_model: int = 192
-    n_layers: int = 2
-    n_heads: int = 3
+    d_model: int = 320
+    n_layers: int = 4
+    n_heads: int = 5
     rope_theta: float = 1e16  # most rotary pairs static over a canvas (recipes.demo_init)
-    mlp_hidden: int = 384
+    mlp_hidden: int = 64
     steps: int = 400
     batch: int = 32
     lr: float = 3e-5  # small: training refines the wired start, it does not rebuild it
@@ -100,9 +108,10 @@ class TrainConfig:
     ramp: float = 0.3  # fraction of training over which the largest listing grows to all
     full_share: float = 1.0  # share of batches that list every label
     doc_tokens: int = 128  # training documents are cut to this many tokens (speed)
-    word_dim: int = 48  # width of the dual encoder's word vectors
-    word_epochs: int = 3  # epochs of the word-vector dual encoder (recipes.demo_init)
-    match_scale: float = 100.0  # sharpness of the wired pointer (the pooled document is diluted)
+    word_dim: int = 64  # width of the dual encoder's word vectors
+    word_epochs: int = 12  # epochs of the word-vector dual encoder (recipes.demo_init)
+    word_dropout: float = 0.3  # share of a document's tokens the encoder drops per example
+    match_scale: float = 10.0  # the wired pointer's scores are this times the encoder's
     attention_weight: float = 1.0  # weight of the pointer's attention target in the loss
     eval_every: int = 100
     eval_docs: int = 300  # validation documents scored at each evaluation (model selection)
@@ -161,7 +170,7 @@ def listing_positions(
     """Token position of each listed label's code in the canvas prefix `before` (the plain
     canvas: the demo tokenizer ships no chat template)."""
     listing = listing_text(compiled, descriptions=tokenizer.label_descriptions)
-    head = f"{prompt.instruction}\n\n{listing}\n\nDocument:\n"
+    head = f"{prompt.instruction}\n\n{listing}{DOCUMENT_HEADER}"
     encoding = tokenizer.tokenizer.encode(head, add_special_tokens=False)
     if tuple(encoding.ids) != tuple(before):
         raise RecipeError("the demo recipe needs the plain canvas (a tokenizer without chat "
@@ -257,14 +266,15 @@ def _init_weights(model: DiffusionTransformer, generator: torch.Generator, n_lay
             param.normal_(0.0, std, generator=generator)
 
 
-def _batch(examples: Sequence[Example], pad_id: int) -> tuple[Tensor, Tensor]:
+def _batch(examples: Sequence[Example], pad_id: int,
+           device: torch.device | None = None) -> tuple[Tensor, Tensor]:
     width = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.bool)
     for i, e in enumerate(examples):
         ids[i, : len(e.ids)] = torch.tensor(e.ids)
         mask[i, : len(e.ids)] = True
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def _listing_size(step: int, config: TrainConfig, n_labels: int, rng: random.Random) -> int:
@@ -303,14 +313,14 @@ def _forward(model: DiffusionTransformer, ids: Tensor, mask: Tensor,
     cos, sin = model.rotary.cos_sin(positions_from_mask(mask))
     key_mask = mask[:, None, None, :]
     x = model.embed(ids)
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=ids.device)
     last = len(model.layers) - 1
     for index, layer in enumerate(model.layers):
         if pointer and index == last:
-            slots = torch.tensor([[e.slot] for e in examples])
-            gold = torch.tensor([e.code_positions[e.gold] for e in examples])
+            slots = torch.tensor([[e.slot] for e in examples], device=ids.device)
+            gold = torch.tensor([e.code_positions[e.gold] for e in examples], device=ids.device)
             point = _scores(layer, model.rotary, x, cos, sin, 0, slots, mask)[:, 0]
-            loss = loss - point[torch.arange(len(examples)), gold].mean()
+            loss = loss - point[torch.arange(len(examples), device=ids.device), gold].mean()
         x = layer(x, model.rotary, cos, sin, key_mask)
     return x, loss
 
@@ -330,17 +340,22 @@ def _start(model: DiffusionTransformer, taxonomy: dict[str, Any], config: TrainC
     canvas = make_example(taxonomy, 0, [make["eos_id"]], n, random.Random(0),
                           order=list(range(n)), **make)
     bags = label_bags(canvas.ids, canvas.code_positions, names)
-    fixed = [t for i, t in enumerate(canvas.ids)
-             if not canvas.doc[0] <= i < canvas.doc[1] and i != canvas.slot]
+    header = tokenizer.encode(DOCUMENT_HEADER)
+    if list(canvas.ids[canvas.doc[0] - len(header) : canvas.doc[0]]) != header:
+        raise RecipeError("the canvas does not end its prefix with the document header")
+    region = find_region(canvas.ids, canvas.doc, canvas.slot, train_ids, len(header))
+    curve = fit_curve()
     code_tokens = sorted({ids[0] for ids in map(tokenizer.encode, _code_pool()) if len(ids) == 1})
     layout = layout_for(model, config.word_dim)
     words = train_word_vectors(
-        train_ids, train_gold, bags, validation, vocab=shape.vocab_size, dim=config.word_dim,
-        rank=layout.rank, zero_tokens=code_tokens, epochs=config.word_epochs, seed=config.seed,
+        train_ids, train_gold, bags, validation, region=region, curve=curve,
+        vocab=shape.vocab_size, dim=config.word_dim, rank=layout.rank, zero_tokens=code_tokens,
+        epochs=config.word_epochs, seed=config.seed, dropout=config.word_dropout,
     )
-    wire(model, words, names=names, next_token=following, context=context_of(words, fixed),
-         code_tokens=code_tokens, colon_tokens=tokenizer.encode(":"), mask_id=make["mask_id"],
-         generator=generator, match_scale=config.match_scale)
+    wire(model, words, names=names, next_token=following,
+         region=region_kernel(shape.rope_theta, shape.head_dim), curve=curve,
+         code_tokens=code_tokens, colon_tokens=tokenizer.encode(":"), marker_id=region.marker,
+         mask_id=make["mask_id"], generator=generator, match_scale=config.match_scale)
     return words
 
 
@@ -351,13 +366,14 @@ def score(
     """Predicted label position (argmax over the listed codes) for each example."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     predicted: list[int] = []
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
-        ids, mask = _batch(chunk, pad_id)
+        ids, mask = _batch(chunk, pad_id, device)
         hidden = model.trunk(ids, mask)
-        slots = torch.tensor([e.slot for e in chunk])
-        logits = model.logits_from_hidden(hidden[torch.arange(len(chunk)), slots])
+        slots = torch.tensor([e.slot for e in chunk], device=device)
+        logits = model.logits_from_hidden(hidden[torch.arange(len(chunk), device=device), slots])
         for row, e in zip(logits, chunk, strict=True):
             predicted.append(int(torch.argmax(row[list(e.candidates)])))
     model.train(was_training)
@@ -375,7 +391,8 @@ def save_model(
     """config.json and model.safetensors with LLaDA's reference tensor names."""
     out.mkdir(parents=True, exist_ok=True)
     names = llada.weight_names(model.shape)
-    tensors = {ref: state[native].detach().contiguous().clone() for ref, native in names.items()}
+    tensors = {ref: state[native].detach().cpu().contiguous().clone()
+               for ref, native in names.items()}
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
@@ -386,9 +403,11 @@ def train(
     taxonomy: dict[str, Any],
     config: TrainConfig,
     *,
+    device: str = "cpu",
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Train on the train split, select on validation, write the model into `out`."""
+    """Train on the train split, select on validation, write the model into `out`. The start
+    is fitted on the CPU; training and evaluation run on `device`."""
     console = console or Console()
     started = time.monotonic()
     torch.manual_seed(config.seed)
@@ -410,21 +429,23 @@ def train(
     val_rows = sorted((r for r in val_rows if r.section in index), key=lambda r: r.name)
     val_rows = random.Random(config.seed).sample(val_rows, min(config.eval_docs, len(val_rows)))
     encode = tokenizer.tokenizer.encode_batch
-    train_ids = [e.ids[: config.doc_tokens] or [eos_id]
-                 for e in encode([r.text for r in train_rows], add_special_tokens=False)]
+    prompt = PromptFormat()  # the engine's defaults: what inference builds
+    encoded = encode([r.text for r in train_rows], add_special_tokens=False)
+    train_ids = [e.ids[: config.doc_tokens] or [eos_id] for e in encoded]
+    word_ids = [e.ids[: prompt.document_token_budget] or [eos_id] for e in encoded]
     val_ids = [e.ids for e in encode([r.text for r in val_rows], add_special_tokens=False)]
     train_gold = [index[r.section] for r in train_rows]
     val_gold = [index[r.section] for r in val_rows]
-    prompt = PromptFormat()  # the engine's defaults: what inference builds
     n_labels = len(labels)
 
     make = dict(tokenizer=tokenizer, eos_id=eos_id, mask_id=mask_id, prompt=prompt)
     with console.status("word vectors: dual encoder on the train split"):
-        words = _start(model, taxonomy, config, generator, train_ids, train_gold,
+        words = _start(model, taxonomy, config, generator, word_ids, train_gold,
                        ([ids[: prompt.document_token_budget] or [eos_id] for ids in val_ids],
                         val_gold), make)
     console.print(f"word vectors: {config.word_epochs} epochs, dual-encoder validation "
                   f"accuracy {words.accuracy:.3f}")
+    model.to(device)
     model.train()
 
     # Validation canvases: every label in the taxonomy's order, the taxonomy's own codes.
@@ -468,12 +489,13 @@ def train(
             picks = [rng.randrange(len(train_rows)) for _ in range(config.batch)]
             examples = [make_example(taxonomy, train_gold[p], train_ids[p], k, rng, **make)
                         for p in picks]
-            ids, mask = _batch(examples, eos_id)
-            slots = torch.tensor([e.slot for e in examples])
-            targets = torch.tensor([e.target for e in examples])
+            ids, mask = _batch(examples, eos_id, model.embed.weight.device)
+            slots = torch.tensor([e.slot for e in examples], device=ids.device)
+            targets = torch.tensor([e.target for e in examples], device=ids.device)
             hidden, attention = _forward(model, ids, mask, examples,
                                          pointer=config.attention_weight > 0)
-            slot_logits = model.logits_from_hidden(hidden[torch.arange(len(examples)), slots])
+            rows = torch.arange(len(examples), device=ids.device)
+            slot_logits = model.logits_from_hidden(hidden[rows, slots])
             answer = F.cross_entropy(slot_logits, targets)
             loss = answer + config.attention_weight * attention
             optimizer.zero_grad(set_to_none=True)
@@ -507,6 +529,7 @@ def train(
         "log": log,
         "seconds": round(seconds, 1),
         "threads": torch.get_num_threads(),
+        "device": str(device),
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     console.print(f"selected step {best[1]} (validation accuracy {best[0]:.3f} on "
@@ -527,12 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--device", default="cpu",
+                        help="torch device for training (cuda); the start is fitted on the CPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         taxonomy = json.loads((args.taxonomies / "debian-sections.json").read_text("utf-8"))
         config = TrainConfig(steps=args.steps, seed=args.seed)
-        train(args.data, args.out, taxonomy, config)
+        train(args.data, args.out, taxonomy, config, device=args.device)
     except (RecipeError, OSError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

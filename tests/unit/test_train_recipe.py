@@ -95,7 +95,7 @@ def _tokenizer_dir(directory: Path) -> Path:
     return directory
 
 
-TINY = TrainConfig(d_model=96, n_layers=2, n_heads=3, rope_theta=1e8, mlp_hidden=64, steps=4,
+TINY = TrainConfig(d_model=96, n_layers=4, n_heads=3, rope_theta=1e8, mlp_hidden=64, steps=4,
                    batch=4, warmup=2, eval_every=2, eval_docs=6, min_k=2, word_dim=8,
                    word_epochs=1)
 
