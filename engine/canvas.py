@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from engine.taxonomy import CompiledFacet, CompiledTaxonomy
 from engine.tokenizer import ModelTokenizer
 
-__all__ = ["Canvas", "CanvasTemplate", "PromptFormat", "build_canvas", "build_template"]
+__all__ = [
+    "DOCUMENT_HEADER",
+    "Canvas",
+    "CanvasTemplate",
+    "PromptFormat",
+    "build_canvas",
+    "build_template",
+]
+
+DOCUMENT_HEADER = "\n\nDocument:\n"  # between the taxonomy listing and the document
 
 # Stands in for the document while the chat template is rendered; the rendered text is split
 # at it and the document's own tokens go in between.
@@ -78,7 +87,7 @@ def build_template(
     prompt: PromptFormat = PromptFormat(),
 ) -> CanvasTemplate:
     listing = listing_text(taxonomy, descriptions=tokenizer.label_descriptions)
-    content = f"{prompt.instruction}\n\n{listing}\n\nDocument:\n{_DOCUMENT_SLOT}"
+    content = f"{prompt.instruction}\n\n{listing}{DOCUMENT_HEADER}{_DOCUMENT_SLOT}"
     if prompt.use_chat_template and tokenizer.chat_template is not None:
         messages = [{"role": "user", "content": content}]
         rendered = tokenizer.render_chat(messages, add_generation_prompt=True)

@@ -179,7 +179,6 @@ class Layout:
 
     head_dim: int
     dim: int  # word-vector width
-    rank: int  # match rank: twice the static rotary pairs of a head
     words: int
     label_words: int  # the label vectors (code tokens at zero): what labels pool
     document: int
@@ -196,6 +195,11 @@ class Layout:
     code: int
     code_dims: int
     static_rows: tuple[int, ...]  # head rows on the static rotary pairs (both halves)
+
+    @property
+    def rank(self) -> int:
+        """The match rank: one per static row."""
+        return len(self.static_rows)
 
 
 _FLAGS = ("logw", "is_code", "is_colon", "next_colon", "before", "sink", "is_mask", "is_marker",
@@ -215,7 +219,7 @@ def layout_for(model: DiffusionTransformer, dim: int) -> Layout:
     if rank < 8:
         raise RecipeError("rope_theta too small: too few static rotary pairs for the match")
     flags = {name: first_flag + i for i, name in enumerate(_FLAGS)}
-    return Layout(hd, dim, rank, 1, 1 + dim, 1 + 2 * dim, 1 + 3 * dim, code=code,
+    return Layout(hd, dim, 1, 1 + dim, 1 + 2 * dim, 1 + 3 * dim, code=code,
                   code_dims=min(shape.hidden - code, rank),
                   static_rows=(*static, *(f + hd // 2 for f in static)), **flags)
 
@@ -494,10 +498,9 @@ def _kernel_head(block: torch.nn.Module, head: int, kernel: Kernel, key: int, s:
     """Constant query; the key reads coordinate `key` (0: the constant) on the kernel's
     pairs, so that the score is the kernel's."""
     base, half = head * hd, hd // 2
-    reads = 1.0 if key == 0 else s.rms  # the normalised constant is 1, a flag 1 / rms
     for f, a, phase in zip(kernel.pairs, kernel.amplitude, kernel.phase, strict=True):
         block.q.weight[base + f, 0] = s.query
-        size = float(a) * s.head * s.rms / CONSTANT * reads
+        size = s.key(float(a)) / (s.rms if key == 0 else 1.0)  # the normalised constant is 1
         block.k.weight[base + f, key] = size * math.cos(float(phase))
         block.k.weight[base + f + half, key] = size * math.sin(float(phase))
 

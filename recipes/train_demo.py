@@ -21,9 +21,8 @@ pass already classifies like the encoder (logged as step 0). The start is fitted
 the training steps run on `--device` (a GPU when there is one). Objective: the masked-diffusion
 loss on the masked answer slot (cross-entropy over the whole vocabulary) plus an attention
 target for the pointer (last layer, head 0: the answer slot attends to the gold label's code).
-All weights
-are trained, with a small learning rate: larger ones (1e-4 and up) pull the start apart faster
-than the loss rebuilds it. Only trained checkpoints are candidates for selection.
+All weights are trained, with a small learning rate: larger ones (1e-4 and up) pull the start
+apart faster than the loss rebuilds it. Only trained checkpoints are candidates for selection.
 
 Held-out rows are never read (`recipes.split.load_training_data`); model selection (which
 checkpoint is written) uses validation only. Seeded: short runs repeat bit for bit, but over
@@ -53,7 +52,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import save_file
 from torch import Tensor
 
-from engine.canvas import PromptFormat, build_canvas, build_template, listing_text
+from engine.canvas import (
+    DOCUMENT_HEADER,
+    PromptFormat,
+    build_canvas,
+    build_template,
+    listing_text,
+)
 from engine.models import DiffusionTransformer, llada
 from engine.models._transformer import positions_from_mask
 from engine.taxonomy import CompiledTaxonomy, _code_pool, compile_taxonomy
@@ -84,9 +89,6 @@ __all__ = [
     "subset_taxonomy",
     "train",
 ]
-
-
-DOCUMENT_HEADER = "\n\nDocument:\n"  # between the listing and the document (engine.canvas)
 
 
 @dataclass(frozen=True)
