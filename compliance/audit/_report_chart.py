@@ -65,9 +65,8 @@ def width_label(width_ms: int) -> str:
     if minutes < 1440:
         return f"{minutes // 60} h"
     if minutes % 10080 == 0:
-        weeks = minutes // 10080
-        return "week" if weeks == 1 else f"{weeks} weeks"
-    return "day" if minutes == 1440 else f"{minutes // 1440} days"
+        return f"{minutes // 10080} week{'s' if minutes > 10080 else ''}"
+    return f"{minutes // 1440} day{'s' if minutes > 1440 else ''}"
 
 
 def _nice_step(peak: int, ticks: int = 4) -> int:

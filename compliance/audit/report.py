@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass, field, fields
+from functools import partial
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TextIO
@@ -191,6 +192,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["when"] = format_time
+    env.filters["minute"] = partial(format_time, precise=False)
     return env
 
 
@@ -209,7 +211,7 @@ def _group_rows(tally: Tally, group: str) -> list[dict[str, Any]]:
 
 
 def _charts(tally: Tally, group: str, rows: list[dict[str, Any]], limit: int) -> list[Chart]:
-    return [bar_chart(tally, group, r["key"], r["key"], width=350, height=150)
+    return [bar_chart(tally, group, r["key"], r["key"], width=448, height=160)
             for r in rows[:limit]]
 
 
