@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 STATUS_CLASSES = ("2xx", "4xx", "429", "5xx", "503", "other")  # 429 and 503 apart from 4xx/5xx
-MAX_BUCKETS = 48
+MAX_BUCKETS = 60  # a day in hours, a month in days, a year in weeks
 MAX_ROWS = 5000
 _MINUTE = 60_000
 # Bucket widths, each a whole multiple of the one before (so buckets merge exactly).
