@@ -91,7 +91,7 @@ def bar_chart(tally: Tally, group: str, key: str, title: str, *, width: int, hei
     step = _nice_step(peak)
     top = max(step, math.ceil(peak / step) * step)
     slot = plot_w / max(count, 1)
-    bar_w = max(1.0, slot * 0.8)
+    bar_w = min(max(1.0, slot * 0.8), 40.0)  # a few buckets stay bars, not blocks
     segments: list[Segment] = []
     for i, counts in enumerate(per_bucket):
         start = (lo + i) * tally.width_ms
