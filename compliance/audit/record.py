@@ -7,21 +7,21 @@ a field that is not allowlisted cannot exist. Never text, labels, titles or raw 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from collections.abc import Mapping
 from typing import Any
 
 from compliance.zdr import ALLOWED_FIELDS, REDACTED, sanitize
 
 __all__ = [
+    "FIELD_NOTES",
     "INVALID_CHAIN",
     "OCSF_VERSION",
     "SYSTEM_CHAIN",
     "Activity",
     "AuditEvent",
     "is_chain_id",
-    "FIELD_NOTES",
     "ocsf_body",
     "record_fields",
 ]

@@ -18,8 +18,8 @@ import hashlib
 import json
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass, field, fields
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from importlib import resources
 from typing import Any, TextIO
 
@@ -151,7 +151,8 @@ async def live_page(
             anchor = Link(0, "", GENESIS)  # a chain's first record follows the genesis hash
         broken = check_run(batch, anchor)
         if broken is not None:
-            where = f"chain {chain} seq {broken.seq} (record {seen + broken.index + 1} of the period)"
+            place = seen + broken.index + 1
+            where = f"chain {chain} seq {broken.seq} (record {place} of the period)"
             return Verdict(False, "live audit log", broken.reason, where)
         for record in batch:
             tally.add(record, chain)

@@ -183,6 +183,7 @@ def verify_export(
             report.storage[entry["name"]] = facts
         if on_file is not None:
             on_file(entry, records)
+        del data, records  # one file in memory at a time, not two while the next is read
     if report.records != manifest["records"]:
         raise VerificationError("the manifest's total does not add up", MANIFEST)
     return report

@@ -12,19 +12,16 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
 
-import pytest
-
 from gateway.store import create_engine
 from tests.fixtures.report_page import read_page
-from tests.integration.test_audit_wiring import (  # noqa: F401 - pytest fixtures
-    World,
-    client,
-    records,
-    world,
-)
+from tests.integration import test_audit_wiring as wiring
+from tests.integration.test_audit_wiring import World, records
+
+world, client = wiring.world, wiring.client  # the same fixtures: seeded SQLite and the app
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +39,8 @@ def _window() -> dict[str, str]:
 def _traffic(client: TestClient[Any], world: World) -> None:
     body = {"taxonomy": "topics", "documents": [{"id": "d1", "text": "hello"}]}
     for label in ("a", "b"):
-        assert client.post("/v1/classify", json=body, headers=_auth(world.full[label])).status_code \
-            == 200
+        ok = client.post("/v1/classify", json=body, headers=_auth(world.full[label]))
+        assert ok.status_code == 200
     bad = {"taxonomy": "topics", "documents": []}
     assert client.post("/v1/classify", json=bad, headers=_auth(world.full["a"])).status_code == 422
 
