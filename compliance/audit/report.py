@@ -66,6 +66,7 @@ class Facts:
     files: int | None = None
     records: int | None = None
     chains: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    every_chain: bool = False  # the export holds every chain, `system` (starts, flags) too
     storage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -102,6 +103,7 @@ def _manifest_facts(source: Source, report: Any, target: str) -> Facts:
         records=report.records,
         chains=dict(report.chains),
         storage=dict(report.storage),
+        every_chain=manifest.get("tenant") is None,
     )
 
 

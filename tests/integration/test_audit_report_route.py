@@ -60,6 +60,7 @@ def test_report_is_the_callers_own_chain_as_html(client: TestClient[Any], world:
     assert tenant == world.tenant["a"]
     assert counts[0] == str(len(before))
     assert world.tenant["b"] not in response.text  # another tenant's chain is not read
+    assert "not included" in page.texts["unsafe"]  # the system chain is not the tenant's
     operations = {row[0]: row[1] for row in page.tables["operations"][1:]}
     assert operations["classify"] == str(sum(r["api"]["operation"] == "classify" for r in before))
     # the report call itself is audited, like the export

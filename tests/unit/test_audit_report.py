@@ -231,3 +231,18 @@ def test_field_notes_are_the_audit_events_fields_on_the_allowlist() -> None:
     event = AuditEvent("config.start", 200, "r1", "t1", "k1", Activity.CREATE, "demo", "s@1",
                        "diffusion", 2, 30, 9, 12.0, "192.0.2.1", "tls.disabled", "gw-1", 8443)
     assert record_fields(ocsf_body(event, 0)) == event.fields()
+
+
+def test_one_tenants_export_says_starts_and_flags_are_not_in_it(
+    exported: tuple[Path, Path, Trail], tmp_path: Path
+) -> None:
+    data, _, trail = exported
+    export = tmp_path / "export"
+    asyncio.run(write_export(data, export, T0, T0 + timedelta(days=4), tenant="t-beta"))
+    out = tmp_path / "report.html"
+    assert _cli("report", str(export), "--out", str(out), "--fingerprint", _pin(data)) == 0
+    page = read_page(out.read_text(encoding="utf-8"))
+    assert "not included" in page.texts["unsafe"]  # not "no unsafe setting": it is not known
+    assert "Not included" in page.texts["starts"]
+    assert [r[0] for r in page.tables["tenants"][1:]] == ["t-beta"]
+    assert page.texts["total-records"] == f"{trail.tenants['t-beta']:,}"
