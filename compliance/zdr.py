@@ -24,6 +24,7 @@ _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")  # error types, logger n
 _TACET_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # ids Tacet generates (hex, uuid, prefixed)
 _EVENT = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")  # constant event names written in code
 _ROUTE = re.compile(r"^/[A-Za-z0-9_/{}.-]{0,127}$")  # route templates: no query, no values
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # the gateway host's own name
 _TAXONOMY = re.compile(r"^[A-Za-z0-9_.-]{1,64}(@[A-Za-z0-9_.-]{1,32})?$")
 _MODES = frozenset({"diffusion", "autoregressive", "self_speculative"})
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -83,6 +84,7 @@ ALLOWED_FIELDS: Mapping[str, Callable[[Any], bool]] = {
     "mode": _one_of(_MODES),
     "slot_ops": _matches(_IDENT),
     "port": _count,
+    "hostname": _matches(_HOSTNAME),  # audit: the gateway host's name (from the OS, not a request)
     "setting": _matches(_IDENT),  # the *name* of a configuration setting, never its value
     "operation": _matches(_EVENT),  # audit: a constant operation name written in code
     "source_ip": _ip,  # audit: the peer address (AU-3 "where"); never a forwarded header

@@ -5,6 +5,9 @@ export  reads the audit chain from the control-plane database (the data dir's SQ
         to `--out DIR` (new or empty) or `--s3 s3://bucket/prefix` (SSE-KMS, Object Lock).
 verify  checks an export offline (S3 objects are read back) against `--public-key` or
         `--fingerprint` (taken out of band); exits 1 naming the first bad record.
+report  verifies the same way, then writes one self-contained HTML page for a compliance
+        officer (`--out report.html`); exits 1, with a failing verdict on the page, when the
+        export does not verify.
 S3 and KMS use the usual AWS environment (credentials, region, AWS_ENDPOINT_URL).
 """
 
@@ -35,7 +38,7 @@ from compliance.audit import (
 from compliance.audit.signer import LOCAL_KEY_FILE
 from compliance.audit.storage import Destination, Source, s3_client
 
-__all__ = ["register", "run_export", "run_verify"]
+__all__ = ["register", "run_export", "run_report", "run_verify"]
 
 
 def _utc(text: str) -> datetime:
@@ -135,6 +138,34 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(args: argparse.Namespace) -> int:
+    """Entry point of `tacet audit report`: 0 verified, 1 written with a failing verdict, 2 no
+    usable input (nothing written)."""
+    from compliance.audit.report import render_export
+
+    partial = args.out.with_name(f".{args.out.name}.partial")  # renamed into place when whole
+    try:
+        source = _source(args.target)
+        trusted = _trusted_key(args)
+        with partial.open("w", encoding="utf-8") as out:
+            verdict = render_export(
+                source, out, public_pem=trusted, pinned=args.fingerprint, target=args.target
+            )
+        partial.replace(args.out)
+    except (AuditError, OSError) as exc:
+        print(f"audit report failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        partial.unlink(missing_ok=True)
+    if not verdict.verified:
+        print(f"FAILED: {verdict.reason}")
+        print(f"first bad record: {verdict.first_bad}")
+        print(f"report (with the failing verdict): {args.out}")
+        return 1
+    print(f"result: verified; report: {args.out}")
+    return 0
+
+
 def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("export", help="write a signed export for a time range")
     parser.add_argument("--from", dest="start", type=_utc, required=True, help="UTC, ISO 8601")
@@ -161,6 +192,18 @@ def _verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(func=run_verify)
 
 
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "report", help="verify an export, then write one self-contained HTML report"
+    )
+    parser.add_argument("target", help="export folder or s3://bucket/prefix")
+    parser.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    parser.add_argument("--public-key", type=Path, help="trusted signer public key (PEM)")
+    parser.add_argument("--fingerprint", help="trusted key fingerprint, sha256:<hex>")
+    parser.add_argument("--data-dir", type=Path, help="dev: trust this data dir's local key")
+    parser.set_defaults(func=run_report)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `tacet audit export` and `tacet audit verify` to the top-level parser."""
     audit = subparsers.add_parser(
@@ -172,3 +215,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     _export_parser(audit_sub)
     _verify_parser(audit_sub)
+    _report_parser(audit_sub)

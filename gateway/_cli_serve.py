@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
@@ -127,10 +128,13 @@ async def audit_start(data_dir: Path, settings: ServeSettings) -> None:
     engine = create_engine(database_url(data_dir, os.environ))
     try:
         log = AuditLog(engine)
-        await log.append(AuditEvent("config.start", 200, activity=Activity.OTHER))
+        where = {"hostname": socket.gethostname(), "port": settings.server.port}  # which gateway
+        await log.append(AuditEvent("config.start", 200, activity=Activity.OTHER, **where))
         for name in unsafe_flags(settings):
             await log.append(
-                AuditEvent("config.unsafe_flag", 200, activity=Activity.OTHER, setting=name)
+                AuditEvent(
+                    "config.unsafe_flag", 200, activity=Activity.OTHER, setting=name, **where
+                )
             )
     finally:
         await engine.dispose()

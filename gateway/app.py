@@ -44,6 +44,7 @@ from litestar.response import Response, Stream
 from compliance.audit import Activity, AuditEvent, AuditLog
 from gateway import problems
 from gateway._admin_routes import ADMIN_OPERATIONS, AdminController
+from gateway._audit_report_route import REPORT_OPERATIONS, audit_report
 from gateway._operator_routes import OPERATOR_OPERATIONS, OperatorController
 from gateway.auth import KeyStore, Principal, bearer_token
 from gateway.engine_client import EngineClient
@@ -444,6 +445,7 @@ _OPERATIONS: dict[str, tuple[str, Activity]] = {
     "cancelJob": ("jobs.cancel", Activity.UPDATE),
     **ADMIN_OPERATIONS,
     **OPERATOR_OPERATIONS,
+    **REPORT_OPERATIONS,
 }
 
 
@@ -639,7 +641,7 @@ class GatewayPlugin(InitPluginProtocol):
         app_config.route_handlers.extend(
             [ClassifyController, classify_stream, TaxonomyController, audit_export, healthz, readyz]
         )
-        app_config.route_handlers.extend([AdminController, OperatorController])
+        app_config.route_handlers.extend([AdminController, OperatorController, audit_report])
         from gateway.jobs.api import JobsController  # bulk jobs (gateway/jobs)
 
         app_config.route_handlers.append(JobsController)

@@ -2,7 +2,8 @@
 
 `AuditLog.append(AuditEvent(...))` makes a record durable (committed) before it returns, or
 raises AuditWriteError, and the request must then fail closed. `export` writes JSONL + a signed
-manifest to a folder or S3 (SSE-KMS, Object Lock); `verify_export` checks one offline.
+manifest to a folder or S3 (SSE-KMS, Object Lock); `verify_export` checks one offline;
+`compliance.audit.report.render_export` verifies one and writes the compliance officer's page.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -125,6 +125,12 @@ class AuditLog:
     async def records(self, chain: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Every record of `chain` from the first at or after `start` to the last before `end`,
         by seq (a seq range, so the run is contiguous even if the clock stepped back)."""
+        return [record async for record in self.iter_records(chain, start, end)]
+
+    async def iter_records(
+        self, chain: str, start: datetime, end: datetime, *, batch: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The same run as `records`, read `batch` rows at a time (bounded memory)."""
         async with self._sessions() as session:
             bounds = (
                 await session.execute(
@@ -135,18 +141,25 @@ class AuditLog:
                     )
                 )
             ).first()
-            if bounds is None or bounds[0] is None:
-                return []
-            rows = await session.scalars(
-                select(AuditRecordRow.record)
-                .where(
-                    AuditRecordRow.chain == chain,
-                    AuditRecordRow.seq >= bounds[0],
-                    AuditRecordRow.seq <= bounds[1],
+        if bounds is None or bounds[0] is None:
+            return
+        low, last = bounds
+        while low <= last:
+            async with self._sessions() as session:
+                rows = list(
+                    await session.scalars(
+                        select(AuditRecordRow.record)
+                        .where(
+                            AuditRecordRow.chain == chain,
+                            AuditRecordRow.seq >= low,
+                            AuditRecordRow.seq <= min(last, low + batch - 1),
+                        )
+                        .order_by(AuditRecordRow.seq)
+                    )
                 )
-                .order_by(AuditRecordRow.seq)
-            )
-            return [json.loads(r) for r in rows]
+            for row in rows:
+                yield json.loads(row)
+            low += batch
 
     async def chains(self) -> list[str]:
         async with self._sessions() as session:

@@ -7,6 +7,7 @@ a field that is not allowlisted cannot exist. Never text, labels, titles or raw 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from compliance.zdr import ALLOWED_FIELDS, REDACTED, sanitize
 
 __all__ = [
+    "FIELD_NOTES",
     "INVALID_CHAIN",
     "OCSF_VERSION",
     "SYSTEM_CHAIN",
@@ -21,6 +23,7 @@ __all__ = [
     "AuditEvent",
     "is_chain_id",
     "ocsf_body",
+    "record_fields",
 ]
 
 OCSF_VERSION = "1.3.0"
@@ -57,6 +60,8 @@ class AuditEvent:
     duration_ms: float | None = None
     source_ip: str | None = None
     setting: str | None = None  # for configuration events: the setting's name, never its value
+    hostname: str | None = None  # configuration events: the gateway host's name (from the OS)
+    port: int | None = None  # configuration events: the gateway's listening port
 
     def fields(self) -> dict[str, Any]:
         """The given fields through the ZDR allowlist (None means not given)."""
@@ -70,6 +75,28 @@ class AuditEvent:
         if tenant is None:
             return SYSTEM_CHAIN
         return INVALID_CHAIN if tenant == REDACTED else str(tenant)
+
+
+# What each AuditEvent field holds, in words: the report's zero-data-retention statement lists
+# these (tests check the keys are exactly AuditEvent's fields, each on the ZDR allowlist).
+FIELD_NOTES: Mapping[str, str] = {
+    "operation": "constant operation name written in code (classify, keys.rotate, ...)",
+    "status": "HTTP status sent (or the CLI's equivalent)",
+    "request_id": "id Tacet generated for the request",
+    "tenant_id": "tenant id, from the API key record (never from the request)",
+    "key_id": "public id of the API key (never the secret)",
+    "model_id": "model id (the model directory's name)",
+    "taxonomy": "taxonomy name@version as resolved for the tenant (never what the caller typed)",
+    "mode": "decode mode: diffusion, autoregressive or self_speculative",
+    "documents": "number of documents",
+    "bytes": "total byte count of the documents",
+    "tokens": "total token count",
+    "duration_ms": "duration in milliseconds",
+    "source_ip": "the TCP peer's address (never a forwarded header)",
+    "setting": "name (never the value) of a configuration setting",
+    "hostname": "the gateway host's name, on configuration events (from the OS)",
+    "port": "the gateway's listening port, on configuration events",
+}
 
 
 def is_chain_id(value: str) -> bool:
@@ -122,6 +149,7 @@ def ocsf_body(event: AuditEvent, time_ms: int) -> dict[str, Any]:
             },
             "http_response": {"code": status},
             "src_endpoint": {"ip": f.get("source_ip")},
+            "dst_endpoint": {"hostname": f.get("hostname"), "port": f.get("port")},
             "duration": _long(f.get("duration_ms")),  # OCSF: long_t milliseconds
             "unmapped": {
                 "model_id": f.get("model_id"),
@@ -135,3 +163,32 @@ def ocsf_body(event: AuditEvent, time_ms: int) -> dict[str, Any]:
             },
         }
     )
+
+
+def _at(record: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
+def record_fields(record: Any) -> dict[str, Any]:
+    """The AuditEvent fields an OCSF record holds (ocsf_body's inverse), through the allowlist
+    again: a reader (the report) shows only values of the allowlisted shape, whatever the file."""
+    raw = {
+        "operation": _at(record, "api", "operation"),
+        "status": _at(record, "http_response", "code"),
+        "request_id": _at(record, "api", "request", "uid"),
+        "tenant_id": _at(record, "metadata", "tenant_uid"),
+        "key_id": _at(record, "actor", "user", "uid"),
+        "source_ip": _at(record, "src_endpoint", "ip"),
+        "hostname": _at(record, "dst_endpoint", "hostname"),
+        "port": _at(record, "dst_endpoint", "port"),
+        "duration_ms": _at(record, "duration"),
+        **{
+            name: _at(record, "unmapped", name)
+            for name in ("model_id", "taxonomy", "mode", "documents", "bytes", "tokens", "setting")
+        },
+    }
+    return sanitize({k: v for k, v in raw.items() if v is not None})

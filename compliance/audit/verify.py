@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,9 @@ from compliance.audit.export import FORMAT, MANIFEST, PUBLIC_KEY, SIGNATURE, sig
 from compliance.audit.signer import fingerprint, verify_signature
 from compliance.audit.storage import Source
 
-__all__ = ["Report", "verify_export"]
+__all__ = ["FileObserver", "Report", "verify_export"]
+
+FileObserver = Callable[[dict[str, Any], list[Any]], None]  # (manifest file entry, its records)
 
 
 @dataclass
@@ -104,7 +107,7 @@ def _parse(data: bytes, entry: dict[str, Any]) -> list[Any]:
     return records
 
 
-def _check_file(entry: dict[str, Any], data: bytes) -> None:
+def _check_file(entry: dict[str, Any], data: bytes) -> list[Any]:
     records = _parse(data, entry)
     anchor = Link(entry["first_seq"] - 1, "", entry["prev"])
     broken = check_run(records, anchor)
@@ -131,6 +134,7 @@ def _check_file(entry: dict[str, Any], data: bytes) -> None:
         raise VerificationError(
             "file bytes differ from the manifest's SHA-256", _name(entry, entry["first_seq"], 1)
         )
+    return records
 
 
 def _stored_safely(source: Source, name: str, first_bad: str) -> dict[str, Any]:
@@ -142,9 +146,16 @@ def _stored_safely(source: Source, name: str, first_bad: str) -> dict[str, Any]:
 
 
 def verify_export(
-    source: Source, *, public_pem: bytes | None = None, pinned: str | None = None
+    source: Source,
+    *,
+    public_pem: bytes | None = None,
+    pinned: str | None = None,
+    on_file: FileObserver | None = None,
 ) -> Report:
-    """A report of a verified export; VerificationError at the first thing that is wrong."""
+    """A report of a verified export; VerificationError at the first thing that is wrong.
+
+    `on_file(entry, records)` sees each file's parsed records once that file has verified (one
+    file in memory at a time), so a reader such as the HTML report needs no second pass."""
     key = _pinned_key(source, public_pem, pinned)
     manifest = _manifest(source, key)
     for name in (MANIFEST, SIGNATURE, PUBLIC_KEY):
@@ -162,7 +173,7 @@ def verify_export(
         if chain in heads and heads[chain] != (entry["first_seq"] - 1, entry["prev"]):
             raise VerificationError("the manifest's parts do not join", _name(entry, "?", 1))
         data = _read(source, entry["name"], _name(entry, entry["first_seq"], 1))
-        _check_file(entry, data)
+        records = _check_file(entry, data)
         heads[chain] = (entry["last_seq"], entry["last_hash"])
         first = report.chains.get(chain, (entry["first_seq"], 0))[0]
         report.chains[chain] = (first, entry["last_seq"])
@@ -170,6 +181,9 @@ def verify_export(
         facts = _stored_safely(source, entry["name"], _name(entry, entry["first_seq"], 1))
         if facts:
             report.storage[entry["name"]] = facts
+        if on_file is not None:
+            on_file(entry, records)
+        del data, records  # one file in memory at a time, not two while the next is read
     if report.records != manifest["records"]:
         raise VerificationError("the manifest's total does not add up", MANIFEST)
     return report

@@ -37,6 +37,7 @@ from compliance.audit import (
 from compliance.audit.signer import verify_signature
 from gateway import _cli_audit
 from gateway.store import async_upgrade_to_head, create_engine, database_url
+from tests.fixtures.report_page import read_page
 from tests.integration._postgres import reset_schema
 
 pytestmark = pytest.mark.integration
@@ -156,6 +157,15 @@ def test_s3_export_is_encrypted_locked_and_verifies_from_s3(
     assert {f["lock_mode"] for f in report.storage.values()} == {"COMPLIANCE"}
     assert _cli("verify", f"s3://{BUCKET}/exports/run1", "--fingerprint", pinned) == 0
     assert "result: verified" in capsys.readouterr().out
+    # The compliance report reads the same objects back from S3 and shows how they are stored.
+    page_file = tmp_path / "report.html"
+    assert _cli("report", f"s3://{BUCKET}/exports/run1", "--out", str(page_file),
+                "--fingerprint", pinned) == 0
+    page = read_page(page_file.read_text(encoding="utf-8"))
+    assert page.texts["total-records"] == "5" and "Verified" in page.texts["verdict"]
+    assert "ecdsa-p256-sha256" in page_file.read_text(encoding="utf-8")
+    stored = page.tables["storage"][1:]
+    assert len(stored) == 3 and all(row[1:3] == ["aws:kms", "COMPLIANCE"] for row in stored)
 
     # Same bytes, but a new version without SSE-KMS or Object Lock: not acceptable storage.
     pem_key = location.key("signer.pub.pem")

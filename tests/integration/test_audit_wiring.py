@@ -262,6 +262,12 @@ def test_admin_cli_and_serve_start_append_events(world: World) -> None:
     assert ("tenants.create", None) in found
     assert found.count(("config.start", None)) == 2
     assert found.count(("config.unsafe_flag", "tls.unsafe_tls12")) == 1
+    import socket
+
+    starts = [r for r in records(world) if r["api"]["operation"].startswith("config.")]
+    assert {(r["dst_endpoint"]["hostname"], r["dst_endpoint"]["port"]) for r in starts} == {
+        (socket.gethostname(), ServeSettings().server.port)
+    }  # which gateway started (and with what), for the compliance report
 
 
 def test_413_429_503_are_recorded(

@@ -11,7 +11,8 @@ mid-request and mid-stream. Then `test_no_canary_in_any_sink` stops the server a
 the gateway's stdout and stderr, the engine processes' own stdout and stderr (teed by a
 `sitecustomize` hook, because the gateway reads the engine's stderr and keeps only constant
 event lines), the OTLP bodies, `/metrics`, every file under the data dir and TMPDIR, every
-SQLite row, the HTTP audit export and a `tacet audit export` folder. Any hit fails.
+SQLite row, the HTTP audit export and report, a `tacet audit export` folder and its `tacet
+audit report` page. Any hit fails.
 
 To add a case: write `def case_x(s: Served) -> None` that drives the server and asserts the
 statuses it expects, and append `Case("x", case_x)` to CASES (order matters: the engine crash
@@ -508,6 +509,11 @@ def case_audit_export(s: Served) -> None:
     _expect(export, 200)
     assert export.content.count(b"\n") >= 20  # the dev tenant's records of the cases above
     s.bodies.append(export.content)
+    report = s.client.get("/v1/audit/report", params={**window, f"{CANARY}-q": CANARY},
+                          headers=s.auth(**s.canary_headers()))
+    _expect(report, 200)
+    assert "Verified" in report.text and "NOT VERIFIED" not in report.text
+    s.bodies.append(report.content)
     s.metrics_text.append(s.client.get("/metrics").text)
 
 
@@ -581,6 +587,8 @@ def test_no_canary_in_any_sink(served: Served) -> None:
     _cli("audit", "export", "--from", (now - timedelta(hours=1)).isoformat(),
          "--to", (now + timedelta(hours=1)).isoformat(), "--out", str(export_dir),
          "--data-dir", str(s.data_dir))
+    report = s.root / "audit-report.html"
+    _cli("audit", "report", str(export_dir), "--out", str(report), "--data-dir", str(s.data_dir))
 
     found: list[str] = []
     gateway_out = (s.root / "gateway.stdout").read_bytes()
@@ -600,7 +608,8 @@ def test_no_canary_in_any_sink(served: Served) -> None:
     for table, row in rows:
         _hits(f"database row in {table}", row.encode(), found)
     for body in s.bodies:
-        _hits("HTTP audit export", body, found)
+        _hits("HTTP audit export or report", body, found)
+    _hits("tacet audit report", report.read_bytes(), found)
     assert not found, "canary found:\n" + "\n".join(found)
 
     # Each sink was really in use, so a clean search means something.
@@ -620,3 +629,4 @@ def test_no_canary_in_any_sink(served: Served) -> None:
     assert {200, 201, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503} <= statuses
     assert len(rows) > 40 and any(table == "audit_records" for table, _ in rows)
     assert list(export_dir.rglob("*.jsonl"))
+    assert "Verified" in report.read_text() and "config.unsafe_flag" in report.read_text()
