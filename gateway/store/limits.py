@@ -55,13 +55,13 @@ _OTHER_SLOTS = text(
 )
 _PUT_SLOTS = text(
     "INSERT INTO limit_slots (tenant_id, gateway_id, slots, oldest_ms, mean_ms, expires_ms) "
-    "VALUES (:tenant, :gateway, :slots, :oldest, :mean, :now + :lease) "
+    "VALUES (:tenant, :gateway, :slots, :oldest, :mean, :expires) "
     "ON CONFLICT (tenant_id, gateway_id) DO UPDATE SET slots = excluded.slots, "
     "oldest_ms = excluded.oldest_ms, mean_ms = excluded.mean_ms, expires_ms = excluded.expires_ms"
 )
 _DROP_SLOTS = text("DELETE FROM limit_slots WHERE tenant_id = :tenant AND gateway_id = :gateway")
 _RENEW = text(
-    "UPDATE limit_slots SET expires_ms = :now + :lease WHERE gateway_id = :gateway "
+    "UPDATE limit_slots SET expires_ms = :expires WHERE gateway_id = :gateway "
     "RETURNING tenant_id"
 )
 _DROP_GATEWAY = text("DELETE FROM limit_slots WHERE gateway_id = :gateway")
@@ -220,7 +220,7 @@ class LimitCounters:
     ) -> dict[str, Any]:
         return {
             "tenant": tenant_id, "gateway": gateway_id, "slots": row.slots,
-            "oldest": row.oldest_ms, "mean": row.mean_ms, "now": now, "lease": self._lease_ms,
+            "oldest": row.oldest_ms, "mean": row.mean_ms, "expires": now + self._lease_ms,
         }
 
     @staticmethod
@@ -252,7 +252,7 @@ class LimitCounters:
         async with self.engine.begin() as conn:
             now = int(await conn.scalar(_NOW))
             renewed = await conn.execute(
-                _RENEW, {"now": now, "lease": self._lease_ms, "gateway": gateway_id}
+                _RENEW, {"expires": now + self._lease_ms, "gateway": gateway_id}
             )
             tenants = {str(row[0]) for row in renewed.all()}
             for tenant_id, given in returns.items():
