@@ -19,8 +19,8 @@ room for all of them: at most `limit` units (the argument assumes the gateway's 
 database's run at the same rate, over one slice). The price is strictness: a window counts a
 unit up to slice + 0.25 s longer, and units leased by a gateway but not yet spent or given back
 (at most one slice per gateway and limit, for at most about one slice plus a heartbeat) are
-unavailable to the others. With a limit below 60 per `slice_seconds` the slice is one unit,
-so every request asks the database, and the window is exact.
+unavailable to the others. Under 120 a minute per second of slice the slice is one unit, so
+every request asks the database, and only the slice + 0.25 s of strictness remains.
 
 Concurrency: each gateway writes its own count of a tenant's requests in flight as one row
 (`slots`), under the same lock when admitting, and leases it: a heartbeat renews every row of
@@ -300,8 +300,13 @@ class SharedLimiter:
             return
         try:
             await self._ask(counters, tenant_id, fleet, short, slot, needs)
+        except RateLimited:
+            _put_back(reserved)
+            raise
         except BaseException:
             _put_back(reserved)
+            if slot is not None:  # it may have been written: the next heartbeat rewrites it
+                fleet.row = fleet.dirty = True
             raise
 
     async def _ask(

@@ -59,6 +59,7 @@ from gateway.store.repository import TenantLimits
 
 __all__ = [
     "DECISIONS_METRIC",
+    "REASONS",
     "WINDOW_SECONDS",
     "Admission",
     "Limiter",
@@ -69,6 +70,7 @@ __all__ = [
     "SlidingWindow",
     "TenantLimiter",
     "admit",
+    "decided",
     "install",
     "limiter_for",
     "limits_from_keys",
@@ -77,7 +79,7 @@ __all__ = [
 ]
 
 WINDOW_SECONDS = 60.0
-STATE_KEY = "tacet_limiter"  # app.state: the TenantLimiter
+STATE_KEY = "tacet_limiter"  # app.state: the Limiter
 _ADMISSION = "tacet_admission"  # scope state: this request's Admission (or None)
 
 LimitsLookup = Callable[[str], Awaitable[TenantLimits | None]]

@@ -63,6 +63,8 @@ def run(url: URL, body: Callable[[Fleet], Awaitable[None]], **settings: Any) -> 
         fleet = Fleet(store, TenantLimitSettings(**settings))
         try:
             await body(fleet)
+            # Counted in the database every time: a failing query would fall back silently.
+            assert {name for _, name in fleet.decisions} <= {"shared"}, fleet.decisions
         finally:
             await fleet.close()
             await store.engine.dispose()
