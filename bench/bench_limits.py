@@ -45,7 +45,7 @@ VARIANTS: dict[str, tuple[TenantLimits, str, bool]] = {
 async def _per_request_us(acquire: Callable[[], Awaitable[Any]], requests: int) -> float:
     started = time.perf_counter()
     for _ in range(requests):
-        await (await acquire()).release()
+        await (await acquire()).finish()
     return (time.perf_counter() - started) / requests * 1e6
 
 

@@ -354,7 +354,9 @@ class SharedLimiter:
         for kind, lease in fresh.items():
             lease.units -= short[kind]
 
-    async def release(self, tenant_id: str, ident: int) -> None:
+    def release(self, tenant_id: str, ident: int) -> None:
+        """The slot is free here at once; the database row is rewritten by `flush` (the
+        middleware awaits it before the response's last byte) or the next heartbeat."""
         fleet = self._tenants.get(tenant_id)
         if fleet is None:
             return
@@ -362,7 +364,12 @@ class SharedLimiter:
         if started is None:
             return
         fleet.mean = 0.8 * fleet.mean + 0.2 * max(0.0, self._clock() - started)
-        if fleet.row and self._counters is not None:
+        if fleet.row:
+            fleet.dirty = True
+
+    async def flush(self, tenant_id: str) -> None:
+        fleet = self._tenants.get(tenant_id)
+        if fleet is not None and fleet.row and fleet.dirty and self._counters is not None:
             await self._write_row(self._counters, tenant_id, fleet)
 
     async def _write_row(self, counters: LimitCounters, tenant_id: str, fleet: _Fleet) -> None:

@@ -207,7 +207,9 @@ class Limiter(Protocol):
 
     async def charge(self, tenant_id: str, documents: int) -> None: ...
 
-    async def release(self, tenant_id: str, ident: int) -> None: ...
+    def release(self, tenant_id: str, ident: int) -> None: ...
+
+    async def flush(self, tenant_id: str) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -222,11 +224,17 @@ class Admission:
     async def add_documents(self, documents: int) -> None:
         await self._limiter.charge(self.tenant_id, documents)
 
-    async def release(self) -> None:
-        """Give the slot back (idempotent)."""
+    def release(self) -> None:
+        """Give the slot back here (idempotent); a shared limiter's other gateways see it after
+        `finish()` or this process's next heartbeat."""
         if not self.released:
             self.released = True
-            await self._limiter.release(self.tenant_id, self._id)
+            self._limiter.release(self.tenant_id, self._id)
+
+    async def finish(self) -> None:
+        """Release, and wait until every gateway sees the slot free (what the middleware does)."""
+        self.release()
+        await self._limiter.flush(self.tenant_id)
 
 
 def decided(recorder: Recorder | None, outcome: str, limiter: str) -> None:
@@ -326,8 +334,11 @@ class TenantLimiter:
         state.documents.add(now, documents)
         decided(self.recorder, "admitted", self.name)
 
-    async def release(self, tenant_id: str, ident: int) -> None:
+    def release(self, tenant_id: str, ident: int) -> None:
         self._release(tenant_id, ident)
+
+    async def flush(self, tenant_id: str) -> None:
+        return None  # nothing outside this process
 
     async def close(self) -> None:
         return None
@@ -377,7 +388,7 @@ class LimiterMiddleware:
 async def _release(state: dict[str, Any]) -> None:
     admission = state.get(_ADMISSION)
     if isinstance(admission, Admission):
-        await admission.release()
+        await admission.finish()  # idempotent: the second call writes nothing
 
 
 async def admit(request: Request[Any, Any, Any], *, documents: int = 0) -> None:

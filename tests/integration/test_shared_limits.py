@@ -92,7 +92,7 @@ def test_thirty_a_minute_across_two_gateways_then_retry_after_from_the_window(pg
         for i in range(45):
             limiter = fleet.a if i % 2 else fleet.b
             try:
-                await (await limiter.acquire(tenant)).release()
+                await (await limiter.acquire(tenant)).finish()
                 admitted += 1
             except RateLimited as exc:
                 refusals.append(exc)
@@ -104,7 +104,7 @@ def test_thirty_a_minute_across_two_gateways_then_retry_after_from_the_window(pg
         assert fleet.decisions.count(("admitted", "shared")) == 30
         # Another tenant's budget is whole, on both gateways.
         for limiter in (fleet.a, fleet.b):
-            await (await limiter.acquire(other)).release()
+            await (await limiter.acquire(other)).finish()
 
     run(pg, body)
 
@@ -116,7 +116,7 @@ def test_busy_tenants_lease_slices_and_never_get_more_than_the_limit(pg: URL) ->
         for i in range(800):
             limiter = fleet.a if i % 3 else fleet.b  # uneven, as a balancer may be
             try:
-                await (await limiter.acquire(tenant)).release()
+                await (await limiter.acquire(tenant)).finish()
                 admitted += 1
             except RateLimited:
                 pass
@@ -132,13 +132,13 @@ def test_busy_tenants_lease_slices_and_never_get_more_than_the_limit(pg: URL) ->
 def test_documents_per_minute_are_shared_and_too_many_is_413(pg: URL) -> None:
     async def body(fleet: Fleet) -> None:
         tenant = await fleet.tenant("docs", TenantLimits(documents_per_minute=50))
-        await (await fleet.a.acquire(tenant, documents=30)).release()
+        await (await fleet.a.acquire(tenant, documents=30)).finish()
         refused = await _refused(fleet.b.acquire(tenant, documents=30))
         assert refused.reason == "documents" and 58 <= refused.seconds <= 62
         held = await fleet.b.acquire(tenant, documents=20)  # 50 in the minute
         with pytest.raises(RateLimited):
             await held.add_documents(1)  # a stream's next chunk is counted too
-        await held.release()
+        await held.finish()
         with pytest.raises(problems.TooLarge):
             await fleet.a.acquire(tenant, documents=51)
         assert ("too_large", "shared") in fleet.decisions
@@ -154,9 +154,9 @@ def test_concurrency_two_across_gateways_and_a_dead_ones_slots_come_back(pg: URL
         for limiter in (fleet.a, fleet.b):
             refused = await _refused(limiter.acquire(tenant))
             assert refused.reason == "concurrency" and 1 <= refused.seconds <= 2
-        await on_b.release()  # back at once, for either gateway
+        await on_b.finish()  # back at once, for either gateway
         again = await fleet.a.acquire(tenant)
-        await again.release()
+        await again.finish()
         on_b = await fleet.b.acquire(tenant)
         # Gateway A dies holding its slot: no more heartbeats, no release.
         assert fleet.a._beat is not None
@@ -166,7 +166,7 @@ def test_concurrency_two_across_gateways_and_a_dead_ones_slots_come_back(pg: URL
         await _refused(fleet.b.acquire(tenant))
         while True:
             try:
-                await (await fleet.b.acquire(tenant)).release()
+                await (await fleet.b.acquire(tenant)).finish()
                 break
             except RateLimited as exc:
                 assert exc.reason == "concurrency"
@@ -175,10 +175,22 @@ def test_concurrency_two_across_gateways_and_a_dead_ones_slots_come_back(pg: URL
             await asyncio.sleep(0.05)
         back = loop.time() - died
         assert back >= 1.5 * 2 / 3 - 0.1  # the slot counted until its lease ran out
-        await on_b.release()
+        await on_b.finish()
         del on_a  # never released: its process is gone
 
     run(pg, body, lease_seconds=1.5)
+
+
+def test_a_slot_released_without_finish_is_written_by_the_next_heartbeat(pg: URL) -> None:
+    async def body(fleet: Fleet) -> None:
+        tenant = await fleet.tenant("beat", TenantLimits(max_concurrency=1))
+        held = await fleet.a.acquire(tenant)
+        held.release()  # free on A at once; the row still says one
+        await _refused(fleet.b.acquire(tenant))
+        await fleet.a.beat()
+        await (await fleet.b.acquire(tenant)).finish()
+
+    run(pg, body)
 
 
 def test_a_stopped_gateway_gives_its_slots_and_units_back_at_once(pg: URL) -> None:
@@ -189,7 +201,7 @@ def test_a_stopped_gateway_gives_its_slots_and_units_back_at_once(pg: URL) -> No
         assert sum(r.units for r in await _rows(fleet.store, "limit_windows")) == 64
         await _refused(fleet.b.acquire(tenant))
         await fleet.a.close()  # graceful shutdown (SIGTERM), the slot still held
-        await (await fleet.b.acquire(tenant)).release()
+        await (await fleet.b.acquire(tenant)).finish()
         # A's 63 unspent units went back; B's own slice is counted.
         assert sum(r.units for r in await _rows(fleet.store, "limit_windows")) == 1 + 64
         del held
@@ -221,7 +233,7 @@ def test_the_database_down_falls_back_to_counting_in_the_process(
         cut_off.recorder = lambda outcome, name: decisions.append((outcome, name))
         try:
             for _ in range(2):
-                await (await cut_off.acquire(tenant)).release()
+                await (await cut_off.acquire(tenant)).finish()
             refused = await _refused(cut_off.acquire(tenant))  # the limit, per process
             assert refused.reason == "requests"
             assert decisions == [("admitted", "fallback")] * 2 + [("refused_requests", "fallback")]
@@ -238,8 +250,8 @@ def test_on_sqlite_the_shared_limiter_is_the_per_process_one(tmp_path: Path) -> 
         try:
             fleet = Fleet(store, TenantLimitSettings())
             tenant = await fleet.tenant("solo", TenantLimits(requests_per_minute=1))
-            await (await fleet.a.acquire(tenant)).release()
-            await (await fleet.b.acquire(tenant)).release()  # its own count: one host
+            await (await fleet.a.acquire(tenant)).finish()
+            await (await fleet.b.acquire(tenant)).finish()  # its own count: one host
             await _refused(fleet.a.acquire(tenant))
             assert fleet.decisions[0] == ("admitted", "local")
             assert await _rows(store, "limit_windows") == []

@@ -20,10 +20,6 @@ from gateway.settings import SettingsError, TenantLimitSettings
 from gateway.store import TenantLimits
 
 
-def release(admission: Any) -> None:
-    asyncio.run(admission.release())
-
-
 class Clock:
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
@@ -124,22 +120,22 @@ def test_requests_per_minute_and_retry_after_from_the_window() -> None:
     limiter = _limiter({"a": TenantLimits(requests_per_minute=3)}, clock)
     for at in (0.0, 1.0, 2.5):
         clock.now = at
-        release(asyncio.run(limiter.acquire("a")))
+        asyncio.run(limiter.acquire("a")).release()
     clock.now = 10.0
     assert _refused(limiter.acquire("a")) == 50  # the t=0 request leaves at t=60
     clock.now = 59.2
     assert _refused(limiter.acquire("a")) == 1  # 0.8 s, rounded up to whole seconds
     clock.now = 60.0
-    release(asyncio.run(limiter.acquire("a")))  # admitted now
+    asyncio.run(limiter.acquire("a")).release()  # admitted now
     assert _refused(limiter.acquire("a")) == 1  # t=1's leaves at t=61
 
 
 def test_documents_per_minute_counts_documents_not_requests() -> None:
     clock = Clock(0.0)
     limiter = _limiter({"a": TenantLimits(documents_per_minute=10)}, clock)
-    release(asyncio.run(limiter.acquire("a", documents=6)))
+    asyncio.run(limiter.acquire("a", documents=6)).release()
     clock.now = 20.0
-    release(asyncio.run(limiter.acquire("a", documents=4)))
+    asyncio.run(limiter.acquire("a", documents=4)).release()
     clock.now = 30.0
     assert _refused(limiter.acquire("a", documents=1)) == 30
     assert _refused(limiter.acquire("a", documents=5)) == 30  # 6 leave at t=60: 5 fit then
@@ -151,12 +147,12 @@ def test_documents_per_minute_counts_documents_not_requests() -> None:
 def test_refused_calls_are_not_counted() -> None:
     clock = Clock(0.0)
     limiter = _limiter({"a": TenantLimits(requests_per_minute=1)}, clock)
-    release(asyncio.run(limiter.acquire("a")))
+    asyncio.run(limiter.acquire("a")).release()
     for second in range(1, 59):
         clock.now = float(second)
         _refused(limiter.acquire("a"))
     clock.now = 60.0
-    release(asyncio.run(limiter.acquire("a")))
+    asyncio.run(limiter.acquire("a")).release()
 
 
 def test_concurrency_slots_and_their_release() -> None:
@@ -167,15 +163,15 @@ def test_concurrency_slots_and_their_release() -> None:
     assert limiter.in_flight("a") == 2
     assert _refused(limiter.acquire("a")) == 1  # no history yet: a one-second estimate
     clock.now = 4.0
-    release(first)
-    release(first)  # idempotent
+    first.release()
+    first.release()  # idempotent
     assert limiter.in_flight("a") == 1
     third = asyncio.run(limiter.acquire("a"))
     # The mean duration moved towards 4 s (EWMA); the oldest in flight is 4 s old.
     clock.now = 4.5
     assert _refused(limiter.acquire("a")) == 1
     for slot in (second, third):
-        release(slot)
+        slot.release()
     assert limiter.in_flight("a") == 0
 
 
@@ -185,11 +181,11 @@ def test_concurrency_retry_after_follows_request_durations() -> None:
     for _ in range(30):  # requests that take 20 s each
         slot = asyncio.run(limiter.acquire("a"))
         clock.now += 20.0
-        release(slot)
+        slot.release()
     held = asyncio.run(limiter.acquire("a"))
     clock.now += 5.0
     assert _refused(limiter.acquire("a")) == 15  # about 20 s mean, 5 s already spent
-    release(held)
+    held.release()
 
 
 def test_one_tenant_does_not_spend_anothers_budget() -> None:
@@ -201,11 +197,11 @@ def test_one_tenant_does_not_spend_anothers_budget() -> None:
     limiter = _limiter(limits, clock)
     held = asyncio.run(limiter.acquire("a"))
     _refused(limiter.acquire("a"))  # concurrency
-    release(held)
-    release(asyncio.run(limiter.acquire("a")))
+    held.release()
+    asyncio.run(limiter.acquire("a")).release()
     _refused(limiter.acquire("a"))  # rate
-    release(asyncio.run(limiter.acquire("b")))
-    release(asyncio.run(limiter.acquire("b")))
+    asyncio.run(limiter.acquire("b")).release()
+    asyncio.run(limiter.acquire("b")).release()
     _refused(limiter.acquire("b"))
 
 
@@ -216,14 +212,14 @@ def test_null_limits_are_unlimited_and_lookups_are_cached() -> None:
     slots = [asyncio.run(limiter.acquire("a", documents=10_000)) for _ in range(500)]
     assert limiter.in_flight("a") == 500
     for slot in slots:
-        release(slot)
+        slot.release()
     assert limiter.reads == ["a"]  # type: ignore[attr-defined]
     # A new limit is read after the ttl; unlimited tenants are not counted, so it starts now.
     limits["a"] = TenantLimits(requests_per_minute=100)
-    release(asyncio.run(limiter.acquire("a")))  # still cached: unlimited
+    asyncio.run(limiter.acquire("a")).release()  # still cached: unlimited
     clock.now = 10.0
     for _ in range(100):
-        release(asyncio.run(limiter.acquire("a")))
+        asyncio.run(limiter.acquire("a")).release()
     assert _refused(limiter.acquire("a")) == 60
     assert limiter.reads == ["a", "a"]  # type: ignore[attr-defined]
     # A lowered limit applies to the counts already made, as soon as it is read.
@@ -237,9 +233,9 @@ def test_null_limits_are_unlimited_and_lookups_are_cached() -> None:
 def test_unknown_tenant_and_no_lookup_mean_no_limits() -> None:
     limiter = TenantLimiter(None, clock=Clock())
     for _ in range(100):
-        release(asyncio.run(limiter.acquire("anyone", documents=1000)))
+        asyncio.run(limiter.acquire("anyone", documents=1000)).release()
     looked_up = _limiter({}, Clock())
-    release(asyncio.run(looked_up.acquire("ghost")))
+    asyncio.run(looked_up.acquire("ghost")).release()
 
 
 def test_a_failed_lookup_keeps_the_last_known_limits() -> None:
@@ -252,7 +248,7 @@ def test_a_failed_lookup_keeps_the_last_known_limits() -> None:
         return TenantLimits(requests_per_minute=1)
 
     limiter = TenantLimiter(lookup, clock=clock, ttl=1.0)
-    release(asyncio.run(limiter.acquire("a")))
+    asyncio.run(limiter.acquire("a")).release()
     state["fail"] = True
     clock.now = 5.0
     assert _refused(limiter.acquire("a")) == 55
@@ -269,7 +265,7 @@ def test_charge_adds_documents_to_an_admitted_request() -> None:
     assert limiter.in_flight("a") == 1
     clock.now = 12.0
     assert _refused(slot.add_documents(1)) == 48
-    release(slot)
+    slot.release()
 
 
 # ---- reasons, settings, the releasing middleware (issue 25) --------------------------------
@@ -286,7 +282,7 @@ def test_a_refusal_names_the_limit_that_decided_its_retry_after() -> None:
     with pytest.raises(RateLimited) as refused:
         asyncio.run(limiter.acquire("a"))
     assert refused.value.reason == "requests" and refused.value.seconds == 50  # the longer wait
-    release(held)
+    held.release()
     with pytest.raises(problems.TooLarge):
         asyncio.run(_limiter({"b": TenantLimits(documents_per_minute=2)}, clock).acquire(
             "b", documents=3
