@@ -227,6 +227,23 @@ TOPICS = "facet,id,name,description,parent\ntopic,one,One,,\ntopic,two,Two,,\n"
 class Limited:
     rate: str  # token of a tenant at 30 requests a minute
     conc: str  # token of a tenant at 2 requests in flight
+    url: Any = None  # the shared database
+
+
+async def _leases_left_ms(url: Any) -> list[int]:
+    """How long each live slot lease still runs, by the database's clock."""
+    from sqlalchemy import text
+
+    from gateway.store import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            now = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            rows = await conn.execute(text(f"SELECT expires_ms - {now} FROM limit_slots"))
+            return [int(left) for (left,) in rows.all() if left > 0]
+    finally:
+        await engine.dispose()
 
 
 async def _seed_limited(url: Any, pepper: str) -> Limited:
@@ -251,6 +268,7 @@ def limited(postgres_url: Any, tmp_path: Path) -> Iterator[tuple[Gateway, Gatewa
     asyncio.run(reset_schema(postgres_url))
     pepper = secrets.token_urlsafe(48)
     tokens = asyncio.run(_seed_limited(postgres_url, pepper))
+    tokens.url = postgres_url
     env = _environment(postgres_url, pepper, TACET_LIMIT_LEASE_SECONDS=str(LEASE_S))
     a, b, ca = _pair(tmp_path, env)
     try:
@@ -355,6 +373,8 @@ def test_tenant_limits_hold_across_two_gateways_and_a_killed_ones_slot_comes_bac
         os.killpg(b.process.pid, signal.SIGKILL)
         b.process.wait(10)
         killed = time.monotonic()
+        left = asyncio.run(_leases_left_ms(tokens.url))  # A's and dead B's
+        assert len(left) == 2 and max(left) <= LEASE_S * 1000
         _assert_429(_classify(on_a, tokens.conc), int(LEASE_S) + 1)
         while True:
             response = _classify(on_a, tokens.conc)
@@ -365,7 +385,10 @@ def test_tenant_limits_hold_across_two_gateways_and_a_killed_ones_slot_comes_bac
             assert delay < LEASE_S + 2.0, f"the dead gateway's slot still held after {delay:.1f} s"
             time.sleep(0.05)
         record_property("slot_back_after_kill_s", round(delay, 3))
-        print(f"\nkilled gateway's slot back after {delay:.3f} s (lease {LEASE_S} s)")
+        print(
+            f"\nkilled gateway's slot back after {delay:.3f} s as seen by a client (lease"
+            f" {LEASE_S} s; its lease had {min(left)}-{max(left)} ms left at the kill)"
+        )
         assert _classify(on_a, tokens.conc).status_code == 200  # A's own stream holds the other
         held_a.close()
         held_b.close()
