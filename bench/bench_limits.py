@@ -8,7 +8,8 @@ drift on a shared machine hits them alike. Variants:
 - local: `TenantLimiter` (per process; the SQLite path), rpm + concurrency limits;
 - shared, rpm 10^6: the window lease covers a slice of 64 requests, most admissions are local;
 - shared, rpm 30: a slice of one unit, every admission is one database transaction;
-- shared, concurrency 10^6: a slot row written at admission and at release (two transactions).
+- shared, concurrency 10^6: a slot row written at admission (a transaction) and at release
+  (one autocommit statement).
 
 PostgreSQL: `TACET_TEST_POSTGRES_URL`, else a server started from the Debian binaries.
 
@@ -38,7 +39,7 @@ VARIANTS: dict[str, tuple[TenantLimits, str, bool]] = {
     "local (in-process), rpm + concurrency": (TenantLimits(BIG, None, BIG), "none", False),
     "shared, rpm 10^6 (slices of 64)": (TenantLimits(requests_per_minute=BIG), "1 / 64", True),
     "shared, rpm 30 (slice of 1)": (TenantLimits(requests_per_minute=30), "1", True),
-    "shared, concurrency 10^6": (TenantLimits(max_concurrency=BIG), "2", True),
+    "shared, concurrency 10^6": (TenantLimits(max_concurrency=BIG), "1 + 1 statement", True),
 }
 
 

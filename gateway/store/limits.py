@@ -59,6 +59,13 @@ _PUT_SLOTS = text(
     "ON CONFLICT (tenant_id, gateway_id) DO UPDATE SET slots = excluded.slots, "
     "oldest_ms = excluded.oldest_ms, mean_ms = excluded.mean_ms, expires_ms = excluded.expires_ms"
 )
+_PUT_SLOTS_NOW = text(
+    "INSERT INTO limit_slots (tenant_id, gateway_id, slots, oldest_ms, mean_ms, expires_ms) "
+    "VALUES (:tenant, :gateway, :slots, :oldest, :mean, "
+    "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + CAST(:lease AS bigint)) "
+    "ON CONFLICT (tenant_id, gateway_id) DO UPDATE SET slots = excluded.slots, "
+    "oldest_ms = excluded.oldest_ms, mean_ms = excluded.mean_ms, expires_ms = excluded.expires_ms"
+)
 _DROP_SLOTS = text("DELETE FROM limit_slots WHERE tenant_id = :tenant AND gateway_id = :gateway")
 _RENEW = text(
     "UPDATE limit_slots SET expires_ms = :expires WHERE gateway_id = :gateway "
@@ -128,6 +135,7 @@ class LimitCounters:
         if engine.dialect.name != "postgresql":
             raise ValueError("shared limit counters need PostgreSQL")
         self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._period_ms = round(period_s * 1000)
         self._slice_ms = math.ceil(slice_s * 1000)
         self._lease_ms = round(lease_s * 1000)
@@ -233,15 +241,18 @@ class LimitCounters:
                 for r in returns
             ])
 
-    async def put_slots(self, tenant_id: str, gateway_id: str, row: SlotRow) -> int:
-        """Write this gateway's count for the tenant (its row goes at zero); the db clock."""
-        async with self.engine.begin() as conn:
-            now = int(await conn.scalar(_NOW))
+    async def put_slots(self, tenant_id: str, gateway_id: str, row: SlotRow) -> None:
+        """Write this gateway's count for the tenant (its row goes at zero): one statement in
+        autocommit, a single round trip (only this gateway writes its row outside admissions,
+        and a lower count can only make the others stricter)."""
+        async with self._autocommit.connect() as conn:
             if row.slots <= 0:
                 await conn.execute(_DROP_SLOTS, {"tenant": tenant_id, "gateway": gateway_id})
             else:
-                await conn.execute(_PUT_SLOTS, self._slot_params(tenant_id, gateway_id, row, now))
-            return now
+                await conn.execute(_PUT_SLOTS_NOW, {
+                    "tenant": tenant_id, "gateway": gateway_id, "slots": row.slots,
+                    "oldest": row.oldest_ms, "mean": row.mean_ms, "lease": self._lease_ms,
+                })
 
     async def heartbeat(
         self, gateway_id: str, returns: dict[str, list[Returned]]
