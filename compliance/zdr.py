@@ -29,6 +29,10 @@ _TAXONOMY = re.compile(r"^[A-Za-z0-9_.-]{1,64}(@[A-Za-z0-9_.-]{1,32})?$")
 _MODES = frozenset({"diffusion", "autoregressive", "self_speculative"})
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
+_LIMITER_OUTCOMES = frozenset(
+    {"admitted", "refused_requests", "refused_documents", "refused_concurrency", "too_large"}
+)
+_LIMITERS = frozenset({"local", "shared", "fallback"})
 
 
 def _matches(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
@@ -88,6 +92,8 @@ ALLOWED_FIELDS: Mapping[str, Callable[[Any], bool]] = {
     "setting": _matches(_IDENT),  # the *name* of a configuration setting, never its value
     "operation": _matches(_EVENT),  # audit: a constant operation name written in code
     "source_ip": _ip,  # audit: the peer address (AU-3 "where"); never a forwarded header
+    "outcome": _one_of(_LIMITER_OUTCOMES),  # a tenant-limiter decision (never which tenant)
+    "limiter": _one_of(_LIMITERS),  # where it was counted: this process, the database, fallback
 }
 
 

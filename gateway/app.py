@@ -50,9 +50,9 @@ from gateway.auth import KeyStore, Principal, bearer_token
 from gateway.engine_client import EngineClient
 from gateway.logging import configure_logging
 from gateway.policies import needs_review
-from gateway.ratelimit import TenantLimiter, admit, limits_from_keys
+from gateway.ratelimit import admit, limiter_for
 from gateway.ratelimit import install as install_limiter
-from gateway.settings import LimitSettings
+from gateway.settings import LimitSettings, TenantLimitSettings
 from gateway.store.errors import Conflict as StoreConflict
 from gateway.taxonomies import (
     SharedStaticTaxonomies,
@@ -605,6 +605,7 @@ class _Gateway:
     taxonomies: TenantTaxonomyStore
     limits: LimitSettings
     audit: AuditSource | None = None
+    tenant_limits: TenantLimitSettings | None = None  # shared limits on PostgreSQL
 
 
 async def _blank_server_header(message: Any, scope: Any) -> None:
@@ -649,7 +650,7 @@ class GatewayPlugin(InitPluginProtocol):
             DefineMiddleware(BearerAuth, keys=gateway.keys, exclude=["^/schema"])
         )
         app_config.exception_handlers.update(problems.exception_handlers())
-        install_limiter(app_config, TenantLimiter(limits_from_keys(gateway.keys)))
+        install_limiter(app_config, limiter_for(gateway.keys, gateway.tenant_limits))
         app_config.lifespan.append(engine_lifespan)
         app_config.state["gateway"] = gateway
         app_config.before_send.append(_blank_server_header)
@@ -686,6 +687,7 @@ def create_app(
     audit: AuditSource | None = None,
     stream: Any = None,  # gateway._stream.StreamSettings; default bounds when None
     operator_tenant: str | None = None,  # its admin keys may call /v1/operator (tenants, limits)
+    tenant_limits: TenantLimitSettings | None = None,  # leases of the shared tenant limits
 ) -> Litestar:
     """The gateway app around an engine client, a key store and a taxonomy store.
 
@@ -696,7 +698,7 @@ def create_app(
     """
     if isinstance(taxonomies, StaticTaxonomyStore):
         taxonomies = SharedStaticTaxonomies(taxonomies)
-    gateway = _Gateway(engine, keys, taxonomies, limits or LimitSettings(), audit)
+    gateway = _Gateway(engine, keys, taxonomies, limits or LimitSettings(), audit, tenant_limits)
     app = Litestar(
         plugins=[GatewayPlugin(gateway)],
         openapi_config=_openapi(),
@@ -771,6 +773,7 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
         audit=lazy_audit_log(keys),  # config.start is recorded by `tacet serve` before this
         stream=StreamSettings.from_env(os.environ),
         operator_tenant=os.environ.get(OPERATOR_TENANT_ENV) or None,
+        tenant_limits=settings.tenant_limits,
     )
     if settings.dev:
         app.on_startup.append(partial(_import_dev_taxonomies, keys, settings.taxonomy_dirs))

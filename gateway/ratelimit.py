@@ -6,9 +6,11 @@ for a new tenant (the engine queue still answers 429 `busy` when the host is ful
 reads a tenant's row at most every `ttl` seconds (10 s), like the key verifier's cache, so a
 change is honoured within that delay; a failed read keeps the last known limits.
 
-Per process: every gateway process counts on its own, in memory. Behind a load balancer with N
-gateways a tenant can get up to N times its limits; a limiter shared through the database is out
-of scope. The counters are lost on restart.
+Where the counts live: on PostgreSQL (the fleet's shared control plane) every gateway counts
+against the database through `gateway._shared_limiter` (atomic per tenant, a limit holds across
+all gateways behind the load balancer; its module doc has the model and the overshoot bound).
+On SQLite (one host) each process counts on its own, in memory, here (`TenantLimiter`); the
+counters are lost on restart. `limiter_for(keys)` picks: `tacet serve` installs it.
 
 Window maths (`SlidingWindow`): at most `limit` units in any 60 s. Each admitted request adds an
 entry (time, units); requests within `resolution` (0.25 s) of an entry's first one join it and
@@ -27,11 +29,15 @@ How a route uses it (classify, classify/stream, jobs)::
 
 It counts one request and the documents, takes one concurrency slot, and raises `RateLimited`
 (429 problem with a computed `Retry-After`) or `problems.TooLarge` (more documents than the
-tenant may send in a minute at all). The slot is released by `LimiterMiddleware` once the
-response has been sent in full, also on errors and client disconnects, so a streaming response
-holds its slot while it streams. A route that learns its document count as it reads (the NDJSON
-stream) calls `admit(request)` before it starts and `admit(request, documents=k)` for each chunk:
-later calls in the same request only add documents. A refusal raised after the response has
+tenant may send in a minute at all). The slot is released by `LimiterMiddleware` as the
+response's last body message is sent (before the client can see the end of it, so its next
+request finds the slot free), also on errors and client disconnects, so a streaming response
+holds its slot while it streams. Every decision is counted in `tacet_limiter_decisions_total`
+by outcome and limiter (never by tenant).
+
+A route that learns its document count as it reads (the NDJSON stream) calls `admit(request)`
+before it starts and `admit(request, documents=k)` for each chunk: later calls in the same
+request only add documents. A refusal raised after the response has
 started cannot become a 429; such a route must catch `RateLimited` and end its stream itself.
 """
 
@@ -43,7 +49,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from litestar import Request, Response
@@ -52,23 +58,34 @@ from gateway import problems
 from gateway.store.repository import TenantLimits
 
 __all__ = [
+    "DECISIONS_METRIC",
+    "REASONS",
     "WINDOW_SECONDS",
     "Admission",
+    "Limiter",
     "LimiterMiddleware",
     "LimitsLookup",
     "RateLimited",
+    "Recorder",
     "SlidingWindow",
     "TenantLimiter",
     "admit",
+    "decided",
     "install",
+    "limiter_for",
     "limits_from_keys",
+    "refuse_if",
+    "retry_seconds",
 ]
 
 WINDOW_SECONDS = 60.0
-STATE_KEY = "tacet_limiter"  # app.state: the TenantLimiter
+STATE_KEY = "tacet_limiter"  # app.state: the Limiter
 _ADMISSION = "tacet_admission"  # scope state: this request's Admission (or None)
 
 LimitsLookup = Callable[[str], Awaitable[TenantLimits | None]]
+Recorder = Callable[[str, str], None]  # (outcome, limiter) of one decision
+DECISIONS_METRIC = "tacet.limiter.decisions"
+REASONS = ("requests", "documents", "concurrency")  # what refused; outcome `refused_<reason>`
 
 
 class RateLimited(problems.Problem):
@@ -81,12 +98,13 @@ class RateLimited(problems.Problem):
     )
     retry_after = int(WINDOW_SECONDS)  # only if the handler below is not installed
 
-    def __init__(self, seconds: int) -> None:
+    def __init__(self, seconds: int, reason: str = "requests") -> None:
         super().__init__()
         self.seconds = max(1, seconds)
+        self.reason = reason  # one of REASONS: for the metric only, never in the body
 
 
-def _retry_seconds(delay: float) -> int:
+def retry_seconds(delay: float) -> int:
     return max(1, math.ceil(delay - 1e-9))
 
 
@@ -168,18 +186,38 @@ def _resize(window: SlidingWindow | None, limit: int | None, period: float) -> S
     return window
 
 
-def _refuse_if(waits: list[float], *, full: bool) -> None:
-    longest = max(waits)
+def refuse_if(waits: dict[str, float], *, full: bool) -> None:
+    """Raise for the longest wait (reason -> seconds; `inf`: can never fit), or when `full`
+    (concurrency at its limit, whatever its wait)."""
+    reason, longest = max(waits.items(), key=lambda item: item[1], default=("requests", 0.0))
     if longest == math.inf:
         raise problems.TooLarge()  # more documents than the tenant may send in a minute at all
+    if full and longest <= 0:
+        reason = "concurrency"
     if longest > 0 or full:
-        raise RateLimited(_retry_seconds(longest))
+        raise RateLimited(retry_seconds(longest), reason)
+
+
+class Limiter(Protocol):
+    """What `admit` and `Admission` need of a limiter (this module's, or the shared one)."""
+
+    recorder: Recorder | None
+
+    async def acquire(self, tenant_id: str, *, documents: int = 0) -> Admission: ...
+
+    async def charge(self, tenant_id: str, documents: int) -> None: ...
+
+    def release(self, tenant_id: str, ident: int) -> None: ...
+
+    async def flush(self, tenant_id: str) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Admission:
     """One request's hold on its tenant: documents charged so far and a concurrency slot."""
 
-    def __init__(self, limiter: TenantLimiter, tenant_id: str, ident: int) -> None:
+    def __init__(self, limiter: Limiter, tenant_id: str, ident: int) -> None:
         self._limiter, self.tenant_id, self._id = limiter, tenant_id, ident
         self.released = False
 
@@ -187,10 +225,21 @@ class Admission:
         await self._limiter.charge(self.tenant_id, documents)
 
     def release(self) -> None:
-        """Give the slot back (idempotent)."""
+        """Give the slot back here (idempotent); a shared limiter's other gateways see it after
+        `finish()` or this process's next heartbeat."""
         if not self.released:
             self.released = True
-            self._limiter._release(self.tenant_id, self._id)
+            self._limiter.release(self.tenant_id, self._id)
+
+    async def finish(self) -> None:
+        """Release, and wait until every gateway sees the slot free (what the middleware does)."""
+        self.release()
+        await self._limiter.flush(self.tenant_id)
+
+
+def decided(recorder: Recorder | None, outcome: str, limiter: str) -> None:
+    if recorder is not None:
+        recorder(outcome, limiter)
 
 
 class TenantLimiter:
@@ -204,10 +253,13 @@ class TenantLimiter:
         ttl: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         period: float = WINDOW_SECONDS,
+        name: str = "local",  # the `limiter` label of its decisions
     ) -> None:
         self._lookup, self._ttl, self._clock, self._period = lookup, ttl, clock, period
         self._tenants: dict[str, _Tenant] = {}
         self._ids = count(1)
+        self.name = name
+        self.recorder: Recorder | None = None
 
     async def _state(self, tenant_id: str) -> _Tenant:
         now = self._clock()
@@ -228,6 +280,10 @@ class TenantLimiter:
         state.apply(limits, now, self._period)
         return state
 
+    async def limits(self, tenant_id: str) -> TenantLimits:
+        """The tenant's limits, read at most every `ttl` seconds (the shared limiter's source)."""
+        return (await self._state(tenant_id)).limits
+
     def forget(self, tenant_id: str | None = None) -> None:
         """Re-read limits on next use (after a local change); counts are kept."""
         for tid, state in self._tenants.items():
@@ -238,24 +294,35 @@ class TenantLimiter:
         """Count one request and `documents`, take a slot; RateLimited / TooLarge if not."""
         state = await self._state(tenant_id)
         now = self._clock()
-        waits = [0.0]
+        waits: dict[str, float] = {}
         limit = state.limits.max_concurrency
         full = limit is not None and limit >= 1 and len(state.in_flight) >= limit
         if full:
             oldest = min(state.in_flight.values())
-            waits.append(state.mean_duration - (now - oldest))
+            waits["concurrency"] = state.mean_duration - (now - oldest)
         if state.requests is not None:
-            waits.append(state.requests.wait(now, 1))
+            waits["requests"] = state.requests.wait(now, 1)
         if state.documents is not None and documents > 0:
-            waits.append(state.documents.wait(now, documents))
-        _refuse_if(waits, full=full)
+            waits["documents"] = state.documents.wait(now, documents)
+        self._refuse_if(waits, full=full)
         if state.requests is not None:
             state.requests.add(now, 1)
         if state.documents is not None:
             state.documents.add(now, documents)
         ident = next(self._ids)
         state.in_flight[ident] = now
+        decided(self.recorder, "admitted", self.name)
         return Admission(self, tenant_id, ident)
+
+    def _refuse_if(self, waits: dict[str, float], *, full: bool) -> None:
+        try:
+            refuse_if(waits, full=full)
+        except RateLimited as exc:
+            decided(self.recorder, "refused_" + exc.reason, self.name)
+            raise
+        except problems.TooLarge:
+            decided(self.recorder, "too_large", self.name)
+            raise
 
     async def charge(self, tenant_id: str, documents: int) -> None:
         """More documents for a request already admitted (a stream's next chunk)."""
@@ -263,8 +330,18 @@ class TenantLimiter:
         if state.documents is None or documents <= 0:
             return
         now = self._clock()
-        _refuse_if([state.documents.wait(now, documents)], full=False)
+        self._refuse_if({"documents": state.documents.wait(now, documents)}, full=False)
         state.documents.add(now, documents)
+        decided(self.recorder, "admitted", self.name)
+
+    def release(self, tenant_id: str, ident: int) -> None:
+        self._release(tenant_id, ident)
+
+    async def flush(self, tenant_id: str) -> None:
+        return None  # nothing outside this process
+
+    async def close(self) -> None:
+        return None
 
     def _release(self, tenant_id: str, ident: int) -> None:
         state = self._tenants.get(tenant_id)
@@ -284,7 +361,8 @@ class TenantLimiter:
 
 
 class LimiterMiddleware:
-    """Holds a request's Admission for the whole ASGI call and releases it at the end."""
+    """Holds a request's Admission for the ASGI call: released as the last body message goes
+    out, or at the end of the call (errors, disconnects)."""
 
     def __init__(self, app: Any) -> None:
         self._app = app
@@ -295,12 +373,22 @@ class LimiterMiddleware:
             return
         state = scope.setdefault("state", {})
         state[_ADMISSION] = None
+
+        async def releasing_send(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await _release(state)
+            await send(message)
+
         try:
-            await self._app(scope, receive, send)
+            await self._app(scope, receive, releasing_send)
         finally:
-            admission = state.pop(_ADMISSION, None)
-            if isinstance(admission, Admission):
-                admission.release()
+            await _release(state)
+
+
+async def _release(state: dict[str, Any]) -> None:
+    admission = state.get(_ADMISSION)
+    if isinstance(admission, Admission):
+        await admission.finish()  # idempotent: the second call writes nothing
 
 
 async def admit(request: Request[Any, Any, Any], *, documents: int = 0) -> None:
@@ -312,7 +400,7 @@ async def admit(request: Request[Any, Any, Any], *, documents: int = 0) -> None:
     if isinstance(admission, Admission):
         await admission.add_documents(documents)
         return
-    limiter: TenantLimiter = request.app.state[STATE_KEY]
+    limiter: Limiter = request.app.state[STATE_KEY]
     state[_ADMISSION] = await limiter.acquire(request.user.tenant_id, documents=documents)
 
 
@@ -347,8 +435,37 @@ def limits_from_keys(keys: Any) -> LimitsLookup | None:
     return lookup
 
 
-def install(app_config: Any, limiter: TenantLimiter) -> None:
-    """Wire the limiter into an AppConfig: state, the releasing middleware, the 429 handler."""
+def limiter_for(keys: Any, settings: Any = None) -> Limiter:
+    """The limiter `tacet serve` installs: shared through the database when it is PostgreSQL,
+    per process on SQLite (decided when the store first opens); this module's alone for a key
+    store without a database. `settings`: a `TenantLimitSettings` (defaults when None)."""
+    lookup = limits_from_keys(keys)
+    if lookup is None:
+        return TenantLimiter(None)
+    from gateway._shared_limiter import SharedLimiter
+
+    return SharedLimiter(lookup, keys.store, settings)
+
+
+def install(app_config: Any, limiter: Limiter) -> None:
+    """Wire the limiter into an AppConfig: state, the releasing middleware, the 429 handler,
+    its decisions into the app's telemetry (at start), its shutdown."""
+
+    def observe(app: Any) -> None:
+        current = app.state.get(STATE_KEY)  # a test may have swapped it
+        telemetry = app.state.get("telemetry")
+        if telemetry is not None and current is not None:
+            current.recorder = lambda outcome, name: telemetry.record(
+                DECISIONS_METRIC, 1, outcome=outcome, limiter=name
+            )
+
+    async def close(app: Any) -> None:
+        current = app.state.get(STATE_KEY)
+        if current is not None:
+            await current.close()
+
     app_config.state[STATE_KEY] = limiter
     app_config.middleware.append(LimiterMiddleware)
     app_config.exception_handlers[RateLimited] = _rate_limited_response
+    app_config.on_startup.append(observe)
+    app_config.on_shutdown.append(close)

@@ -22,6 +22,7 @@ __all__ = [
     "SettingsError",
     "TLSSettings",
     "TelemetrySettings",
+    "TenantLimitSettings",
     "UnsafeSetting",
 ]
 
@@ -38,6 +39,16 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer") from None
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds") from None
 
 
 def _env_path(env: Mapping[str, str], name: str) -> Path | None:
@@ -141,6 +152,36 @@ class LimitSettings:
         ):
             if value < 1:
                 raise SettingsError(f"{name} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class TenantLimitSettings:
+    """How gateways sharing one PostgreSQL count per-tenant limits together (issue 25;
+    `gateway._shared_limiter`). Unused on SQLite, where each process counts on its own."""
+
+    # A gateway's concurrency slots are a lease renewed every third of this; a gateway that
+    # dies (SIGKILL, host lost) gives its slots back at most this long after its last renewal.
+    lease_seconds: float = 30.0  # TACET_LIMIT_LEASE_SECONDS
+    # Units leased from a per-minute window may be spent locally for this long (then the rest
+    # goes back): fewer database round trips for busy tenants, a window stricter by this much.
+    slice_seconds: float = 1.0  # TACET_LIMIT_SLICE_SECONDS
+    max_slice: int = 64  # TACET_LIMIT_MAX_SLICE: most units one lease takes beyond the need
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TenantLimitSettings:
+        return cls(
+            lease_seconds=_env_float(env, "TACET_LIMIT_LEASE_SECONDS", cls.lease_seconds),
+            slice_seconds=_env_float(env, "TACET_LIMIT_SLICE_SECONDS", cls.slice_seconds),
+            max_slice=_env_int(env, "TACET_LIMIT_MAX_SLICE", cls.max_slice),
+        )
+
+    def validate(self) -> None:
+        if not 1.0 <= self.lease_seconds <= 3600.0:
+            raise SettingsError("TACET_LIMIT_LEASE_SECONDS must be between 1 and 3600")
+        if not 0.0 < self.slice_seconds <= 10.0:
+            raise SettingsError("TACET_LIMIT_SLICE_SECONDS must be above 0 and at most 10")
+        if not 1 <= self.max_slice <= 10_000:
+            raise SettingsError("TACET_LIMIT_MAX_SLICE must be between 1 and 10000")
 
 
 @dataclass(frozen=True)
@@ -287,6 +328,7 @@ class ServeSettings:
     server: ServerSettings = field(default_factory=ServerSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    tenant_limits: TenantLimitSettings = field(default_factory=TenantLimitSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     taxonomy_dirs: tuple[Path, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
@@ -304,6 +346,7 @@ class ServeSettings:
             server=ServerSettings.from_env(env),
             tls=TLSSettings.from_env(env),
             limits=LimitSettings.from_env(env),
+            tenant_limits=TenantLimitSettings.from_env(env),
             engine=EngineSettings.from_env(env),
             taxonomy_dirs=dirs,
             log=LogSettings.from_env(env),
@@ -341,6 +384,7 @@ class ServeSettings:
         self.server.validate()
         self.tls.validate(dev=self.dev)
         self.limits.validate()
+        self.tenant_limits.validate()
         self.engine.validate(dev=self.dev)
         for directory in self.taxonomy_dirs:
             if not directory.is_dir():

@@ -12,7 +12,7 @@ auto-instrumentation and:
 
 Export (OTLP over HTTP, or the console) is off by default (`TelemetrySettings`). `/metrics` is
 always served, unauthenticated like `/healthz`: its labels carry no tenant, key or request data,
-only route templates, methods, statuses, modes and the model id (docs/zdr.md).
+only route templates, methods, statuses, modes, the model id and limiter outcomes (docs/zdr.md).
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "tacet.engine.restarts", "tacet_engine_restarts_total", "observable_counter",
         "{restart}", "Engine process restarts since the gateway started", (),
+    ),
+    MetricSpec(
+        "tacet.limiter.decisions", "tacet_limiter_decisions_total", "counter", "{decision}",
+        "Tenant-limit decisions (gateway.ratelimit), by outcome and where counted; no tenant",
+        ("outcome", "limiter"),
     ),
 )
 _BY_NAME = {spec.name: spec for spec in METRICS}

@@ -29,6 +29,8 @@ __all__ = [
     "JobQueueMessage",
     "JobShard",
     "KeyEpoch",
+    "LimitSlot",
+    "LimitWindow",
     "TaskPolicyRow",
     "TaxonomyVersion",
     "Tenant",
@@ -189,3 +191,31 @@ class JobQueueMessage(Base):
     receipt: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ---- shared tenant limits (gateway._shared_limiter; migration 0004). Counts and times only. ---
+
+
+class LimitWindow(Base):
+    """Units leased from a tenant's per-minute window, counted until `until_ms` (the database
+    clock, milliseconds since the epoch); leases ending in the same instant share a row."""
+
+    __tablename__ = "limit_windows"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # requests | documents
+    until_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    units: Mapped[int] = mapped_column(Integer)
+
+
+class LimitSlot(Base):
+    """One gateway process's requests in flight for a tenant, a lease until `expires_ms`."""
+
+    __tablename__ = "limit_slots"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)  # per process
+    slots: Mapped[int] = mapped_column(Integer)
+    oldest_ms: Mapped[int] = mapped_column(BigInteger)  # start of its oldest request in flight
+    mean_ms: Mapped[int] = mapped_column(Integer)  # its recent mean request duration
+    expires_ms: Mapped[int] = mapped_column(BigInteger)

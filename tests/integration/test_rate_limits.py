@@ -262,6 +262,12 @@ def test_real_clock_wiring_and_no_limits_by_default(world: World, engine: FakeEn
         _assert_rate_limited(_classify(client, world, "a", ["x"]))
         for _ in range(20):  # tenant B has NULL limits: unlimited
             assert _classify(client, world, "b", ["x"]).status_code == 200
+        # /metrics counts the decisions by outcome, never by tenant (SQLite: this process).
+        metrics = client.get("/metrics").text
+        for outcome in ("admitted", "refused_requests"):
+            line = f'tacet_limiter_decisions_total{{limiter="local",outcome="{outcome}"}}'
+            assert line in metrics
+        assert all(tenant not in metrics for tenant in world.tenant_ids.values())
 
 
 def test_cli_sets_limits_and_the_gateway_reads_them(
@@ -300,8 +306,9 @@ def test_cli_sets_limits_and_the_gateway_reads_them(
     capsys.readouterr()
 
 
-def test_the_limiter_is_per_process(world: World, engine: FakeEngine) -> None:
-    """Two apps (two gateway processes) on one database each count on their own."""
+def test_the_limiter_is_per_process_on_sqlite(world: World, engine: FakeEngine) -> None:
+    """Two apps (two gateway processes) on one SQLite file each count on their own (the
+    single-host path; on PostgreSQL they share: test_shared_limits.py)."""
     _set_limits(world, "a", TenantLimits(requests_per_minute=1))
     with _client(world, engine, None) as one, _client(world, engine, None) as two:
         assert _classify(one, world, "a", ["x"]).status_code == 200

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from gateway import problems
-from gateway.ratelimit import RateLimited, SlidingWindow, TenantLimiter
+from gateway.ratelimit import (
+    LimiterMiddleware,
+    RateLimited,
+    SlidingWindow,
+    TenantLimiter,
+    refuse_if,
+)
+from gateway.settings import SettingsError, TenantLimitSettings
 from gateway.store import TenantLimits
 
 
@@ -259,3 +266,65 @@ def test_charge_adds_documents_to_an_admitted_request() -> None:
     clock.now = 12.0
     assert _refused(slot.add_documents(1)) == 48
     slot.release()
+
+
+# ---- reasons, settings, the releasing middleware (issue 25) --------------------------------
+
+
+def test_a_refusal_names_the_limit_that_decided_its_retry_after() -> None:
+    clock = Clock(0.0)
+    limits = {"a": TenantLimits(requests_per_minute=1, max_concurrency=1)}
+    limiter = _limiter(limits, clock)
+    decisions: list[tuple[str, str]] = []
+    limiter.recorder = lambda outcome, name: decisions.append((outcome, name))
+    held = asyncio.run(limiter.acquire("a"))
+    clock.now = 10.0
+    with pytest.raises(RateLimited) as refused:
+        asyncio.run(limiter.acquire("a"))
+    assert refused.value.reason == "requests" and refused.value.seconds == 50  # the longer wait
+    held.release()
+    with pytest.raises(problems.TooLarge):
+        asyncio.run(_limiter({"b": TenantLimits(documents_per_minute=2)}, clock).acquire(
+            "b", documents=3
+        ))
+    assert decisions == [("admitted", "local"), ("refused_requests", "local")]
+    with pytest.raises(RateLimited) as full:
+        refuse_if({"concurrency": -3.0}, full=True)  # full, its estimate already passed
+    assert full.value.reason == "concurrency" and full.value.seconds == 1
+
+
+def test_tenant_limit_settings_from_the_environment_and_their_bounds() -> None:
+    assert TenantLimitSettings.from_env({}) == TenantLimitSettings(30.0, 1.0, 64)
+    env = {"TACET_LIMIT_LEASE_SECONDS": "2.5", "TACET_LIMIT_SLICE_SECONDS": "0.5",
+           "TACET_LIMIT_MAX_SLICE": "8"}
+    settings = TenantLimitSettings.from_env(env)
+    assert settings == TenantLimitSettings(2.5, 0.5, 8)
+    settings.validate()
+    for name, value in (
+        ("TACET_LIMIT_LEASE_SECONDS", "0.5"), ("TACET_LIMIT_SLICE_SECONDS", "0"),
+        ("TACET_LIMIT_MAX_SLICE", "0"), ("TACET_LIMIT_LEASE_SECONDS", "soon"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            TenantLimitSettings.from_env({name: value}).validate()
+
+
+def test_the_slot_is_released_before_the_last_body_message_goes_out() -> None:
+    limiter = _limiter({"a": TenantLimits(max_concurrency=1)}, Clock(0.0))
+    seen: list[tuple[str, int]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["state"]["tacet_admission"] = await limiter.acquire("a")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await send({"type": "http.response.body", "body": b"y"})
+
+    async def send(message: Any) -> None:
+        seen.append((message["type"], limiter.in_flight("a")))
+
+    async def receive() -> Any:
+        return {"type": "http.disconnect"}
+
+    asyncio.run(LimiterMiddleware(app)({"type": "http"}, receive, send))
+    assert seen == [
+        ("http.response.start", 1), ("http.response.body", 1), ("http.response.body", 0)
+    ]
