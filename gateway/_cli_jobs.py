@@ -7,9 +7,10 @@ use `POST /v1/jobs` instead. Submit and cancel append an audit event (metadata o
 `tacet worker` leases shards from the queue (`TACET_JOBS_QUEUE_URL` names an SQS queue; unset,
 the local table in the database), classifies them with its own engine process (`--model`, or
 `TACET_MODEL`; `--engines N` for N of them) or the host's engine units (`TACET_ENGINE_SOCKETS`,
-one per GPU, one batch in flight per engine), and writes the parts and the manifest to S3 (endpoint and credentials from the
-AWS environment). SIGTERM/SIGINT stop it after the shard in hand; a SIGKILL loses nothing but
-time: the shard's lease runs out and another worker (or this one, restarted) redoes it.
+one per GPU, one batch in flight per engine), and writes the parts and the manifest to S3
+(endpoint and credentials from the AWS environment). SIGTERM/SIGINT stop it after the shard in
+hand; a SIGKILL loses nothing but time: the shard's lease runs out and another worker (or this
+one, restarted) redoes it.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ front of them, so the app still sees one engine:
   `/metrics` (`tacet_engines_ready`, `tacet_engines_configured`).
 - A call goes to one ready engine, chosen by load: the fewest outstanding estimated tokens
   (what the pool has sent and not yet had back, a document leaving the count as its result
-  arrives). Prefix-cache affinity: each taxonomy version has a home engine (rendezvous hashing
-  over the configured engines, so a key moves only when its engine is not ready); the call goes
-  home while the home's load is within one call's size of the least loaded engine, else to the
-  least loaded. A lightly loaded host thus keeps a taxonomy on the engine whose cache is warm,
-  and a busy one spreads it.
+  arrives). Prefix-cache affinity decides among the engines whose load is close (within half
+  the call's size of the least): an engine that served the call's affinity key lately (its
+  cache is warm) comes first; a key no close engine has served goes to its home, chosen by
+  rendezvous hashing over the engines (stable: a key moves only when its home is busy or
+  gone). A lone caller thus stays on one engine, and concurrent calls spread: the loads stay
+  within one call of each other, and once several engines are warm for a key they take turns.
 - An engine that dies fails only its own calls in flight (`EngineUnavailable`: 503 with
   Retry-After, as with one engine); they are not retried elsewhere, so a document that kills
   an engine cannot take the others down with it. New calls go to the engines still ready.
@@ -32,9 +33,9 @@ import hashlib
 import json
 import logging
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = ["EnginePool", "affinity_key", "build_engines", "estimated_tokens", "l
 
 _log = logging.getLogger("tacet.engine")
 _BYTES_PER_TOKEN = 4  # a rough BPE average; the load is an estimate, only compared with itself
+_WARM_KEYS = 256  # affinity keys remembered per engine (an engine's prefix cache holds fewer)
 
 
 def estimated_tokens(text: str) -> int:
@@ -77,6 +79,10 @@ class _Load:
     tokens: int = 0  # estimated tokens sent and not yet answered
     calls: int = 0
     documents: int = 0  # documents routed here since the pool started (bench, tests)
+    # Affinity keys of the calls this engine served lately, oldest first (its cache is warm for
+    # them), and the pid they were served by.
+    warm: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    pid: int | None = None
 
 
 class EnginePool:
@@ -123,6 +129,11 @@ class EnginePool:
     def routed_documents(self) -> list[int]:
         """Documents routed to each engine since the pool started (in configured order)."""
         return [load.documents for load in self._loads]
+
+    @property
+    def outstanding_tokens(self) -> list[int]:
+        """Estimated tokens sent to each engine and not yet answered (the routing load)."""
+        return [load.tokens for load in self._loads]
 
     def _serving(self) -> list[int]:
         """Indexes of the ready engines that serve the pool's model (the most common one)."""
@@ -182,7 +193,10 @@ class EnginePool:
     # -- routing -----------------------------------------------------------------------------
 
     def order(self, key: str, cost: int) -> list[int]:
-        """The ready engines to try for a call of `cost` tokens with affinity `key`, best first."""
+        """The ready engines to try for a call of `cost` tokens with affinity `key`, best first:
+        among the engines whose load is within `cost // 2` of the least, those warm for `key`
+        (fewest tokens, then calls, then in turn), else the key's rendezvous home; then the
+        rest by load (where a full queue sends the call next)."""
         serving = self._serving()
         if not serving:
             return []
@@ -193,11 +207,21 @@ class EnginePool:
             return self._loads[i].tokens, self._loads[i].calls, (i - turn) % count
 
         ranked = sorted(serving, key=by_load)
-        home = max(serving, key=lambda i: _rank(key, i))
-        if self._loads[home].tokens <= self._loads[ranked[0]].tokens + cost:
-            ranked.remove(home)
-            ranked.insert(0, home)
-        return ranked
+        least = self._loads[ranked[0]].tokens
+        close = [i for i in ranked if self._loads[i].tokens <= least + cost // 2]
+        warm = [i for i in close if key in self._warm_keys(i)]
+        first = warm[0] if warm else max(close, key=lambda i: _rank(key, i))
+        ranked.remove(first)
+        return [first, *ranked]
+
+    def _warm_keys(self, index: int) -> OrderedDict[str, None]:
+        """The keys engine `index` served lately; forgotten when it restarted (another pid)."""
+        load, welcome = self._loads[index], self.engines[index].welcome
+        pid = welcome.pid if welcome is not None else None
+        if pid != load.pid:
+            load.pid = pid
+            load.warm.clear()
+        return load.warm
 
     async def classify(
         self,
@@ -210,15 +234,23 @@ class EnginePool:
     ) -> list[DocumentDone]:
         """One engine's classify() (see the module doc for which), same arguments and errors."""
         costs = [estimated_tokens(text) for text in texts]
-        order = self.order(affinity or affinity_key(taxonomy), sum(costs))
+        key = affinity or affinity_key(taxonomy)
+        order = self.order(key, sum(costs))
         if not order:
             raise EngineUnavailable("no engine is ready")
         for position, index in enumerate(order):
             try:
-                return await self._call(index, costs, taxonomy, texts, on_document, options)
+                results = await self._call(index, costs, taxonomy, texts, on_document, options)
             except EngineBusy:
                 if position == len(order) - 1:
                     raise
+                continue
+            warm = self._warm_keys(index)
+            warm[key] = None
+            warm.move_to_end(key)
+            while len(warm) > _WARM_KEYS:
+                warm.popitem(last=False)
+            return results
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(
