@@ -84,14 +84,18 @@ class Engine:
             self.kill()
 
     async def document_passes(self) -> int:
-        """The engine's own count of documents it ran (a second client on its socket)."""
-        client = ConnectedEngine(socket_path=self.socket)
-        await client.start()
-        try:
-            assert await client.wait_ready(START_TIMEOUT)
-            return (await client.health()).document_passes
-        finally:
-            await client.stop()
+        return await document_passes(self.socket)
+
+
+async def document_passes(path: Path) -> int:
+    """An engine's own count of documents it ran (a second client on its socket)."""
+    client = ConnectedEngine(socket_path=path)
+    await client.start()
+    try:
+        assert await client.wait_ready(START_TIMEOUT)
+        return (await client.health()).document_passes
+    finally:
+        await client.stop()
 
 
 @dataclass
@@ -272,3 +276,42 @@ def test_a_killed_engine_fails_only_its_calls_and_serves_again_after_restart(
     assert all(a.status == 200 for a in answers)
     assert all(b > a for a, b in zip(before, after, strict=True)), (before, after)
     assert survivor.process is not None and survivor.process.poll() is None
+
+
+def test_serve_spawns_and_supervises_several_engines(tmp_path: Path) -> None:
+    """`tacet serve --engines 2` (no sockets): two supervised engine processes, both used,
+    their socket directories gone after a graceful stop."""
+    model_dir = write_tiny_checkpoint("llada", tmp_path / "tiny-llada")
+    (tmp_path / "taxonomies").mkdir()
+    (tmp_path / "taxonomies" / "topics.json").write_text(json.dumps(TOPICS))
+    scratch = Path(tempfile.mkdtemp(prefix="tacet-"))  # TMPDIR: the engines' socket folders
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
+    for name in ("TACET_ENGINE_SOCKET", "TACET_ENGINE_SOCKETS", "TACET_ENGINES"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--dev", "--engines", "2",
+         "--model", str(model_dir), "--data-dir", str(tmp_path / "data"), "--port", str(port),
+         "--taxonomy-dir", str(tmp_path / "taxonomies")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    served = Served(process, port, tmp_path / "data")
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while (ready := served.get("/readyz")) is None or ready.status_code != 200:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("tacet serve did not become ready:\n" + _stop(process))
+            time.sleep(0.25)
+        served.wait_engines_ready(2)
+        assert served.engines_ready() == (2, 2)
+        sockets = sorted(p.relative_to(scratch) for p in scratch.glob("tacet-engine-*/e*/*.sock"))
+        assert [p.parts[1:] for p in sockets] == [("e0", "engine.sock"), ("e1", "engine.sock")]
+        answers = asyncio.run(_load(served, 3.0))
+        assert answers and all(a.status == 200 for a in answers)
+        for path in sockets:
+            assert asyncio.run(document_passes(scratch / path)) > 0, path
+    finally:
+        output = _stop(process)
+    assert process.returncode == 0, output
+    assert list(scratch.glob("tacet-engine-*")) == []
+    shutil.rmtree(scratch, ignore_errors=True)

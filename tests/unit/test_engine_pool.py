@@ -307,3 +307,71 @@ def test_spawned_engines_get_a_socket_and_a_share_each(tmp_path: Path) -> None:
     assert [e.extra_env["CUDA_VISIBLE_DEVICES"] for e in gpu.engines] == ["0", "1"]  # type: ignore[attr-defined]
     one = build_engines(EngineSettings(model_dir=tmp_path), tmp_path / "one")
     assert isinstance(one, SupervisedEngine) and one.extra_env == {}
+
+
+# ---- tacet zdr report: the engines section ----
+
+
+def _bound(folder: Path, mode: int = 0o600, folder_mode: int = 0o700) -> tuple[Path, Any]:
+    import socket as socket_module
+
+    folder.mkdir(parents=True)
+    folder.chmod(folder_mode)
+    path = folder / "engine.sock"
+    sock = socket_module.socket(socket_module.AF_UNIX)
+    sock.bind(str(path))
+    path.chmod(mode)
+    return path, sock
+
+
+def test_zdr_report_lists_each_engine_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import tempfile
+
+    from compliance.host import Verdict
+    from gateway._zdr_config import config_checks
+
+    root = Path(tempfile.mkdtemp(prefix="tacet-z-"))
+    try:
+        good, s1 = _bound(root / "e0")
+        open_folder, s2 = _bound(root / "e1", folder_mode=0o755)
+        missing = root / "e2" / "engine.sock"
+        env = {"TACET_ENGINE_SOCKETS": f"{good},{open_folder},{missing}"}
+        checks = {c.name: c for c in config_checks("engines", env)}
+        assert checks["engines.count"].verdict is Verdict.OK
+        assert "3 engine unit(s)" in checks["engines.count"].reason
+        assert checks["engines.0"].verdict is Verdict.OK and str(good) in checks["engines.0"].reason
+        assert checks["engines.1"].verdict is Verdict.UNSAFE
+        assert checks["engines.2"].verdict is Verdict.UNKNOWN
+        s1.close()
+        s2.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    spawned = {c.name: c for c in config_checks("engines", {"TACET_ENGINES": "4"})}
+    assert "4 engine processes" in spawned["engines.count"].reason
+    refused = config_checks("engines", {"TACET_ENGINES": "0"})
+    assert [c.name for c in refused] == ["engines.settings"]
+
+
+def test_zdr_report_fails_on_an_engine_socket_others_can_reach(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+    import tempfile
+
+    from gateway.cli import main
+
+    root = Path(tempfile.mkdtemp(prefix="tacet-z-"))
+    try:
+        path, sock = _bound(root / "e0", mode=0o666)
+        monkeypatch.setenv("TACET_ENGINE_SOCKETS", str(path))
+        monkeypatch.setenv("TACET_DATA_DIR", str(root / "data"))
+        code = main(["zdr", "report", "--json", "--warn-host"])
+        report = json.loads(capsys.readouterr().out)
+        sock.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    (section,) = [s for s in report["sections"] if s["name"] == "engines"]
+    assert {c["name"]: c["verdict"] for c in section["checks"]}["engines.0"] == "unsafe"
+    assert code == 1
