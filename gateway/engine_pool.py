@@ -112,10 +112,10 @@ class EnginePool:
 
     @property
     def welcome(self) -> Welcome | None:
-        serving = self._serving()
-        if serving:
-            return self.engines[serving[0]].welcome
-        return next((e.welcome for e in self.engines if e.welcome is not None), None)
+        """A serving engine's Welcome (they serve one model), else any engine's last one."""
+        serving = [self.engines[i].welcome for i in self._serving()]
+        others = [engine.welcome for engine in self.engines]
+        return next((w for w in serving + others if w is not None), None)
 
     @property
     def restarts(self) -> int:
@@ -136,16 +136,17 @@ class EnginePool:
         return [load.tokens for load in self._loads]
 
     def _serving(self) -> list[int]:
-        """Indexes of the ready engines that serve the pool's model (the most common one)."""
-        ready = [i for i, e in enumerate(self.engines) if e.ready and e.welcome is not None]
-        models = {i: self.engines[i].welcome.model_id for i in ready}  # type: ignore[union-attr]
+        """Indexes of the ready engines that serve the pool's model (the one most of them
+        serve; an engine that has not said which model it serves is not held back)."""
+        ready = [i for i, engine in enumerate(self.engines) if engine.ready]
+        models = {i: w.model_id for i in ready if (w := self.engines[i].welcome) is not None}
         counts = Counter(models.values())
         if len(counts) <= 1:
             return ready
-        model = models[max(ready, key=lambda i: (counts[models[i]], -i))]
+        model = models[max(models, key=lambda i: (counts[models[i]], -i))]
         serving = []
         for i in ready:
-            if models[i] == model:
+            if models.get(i, model) == model:
                 serving.append(i)
             elif i not in self._mismatch_logged:
                 self._mismatch_logged.add(i)

@@ -375,3 +375,36 @@ def test_zdr_report_fails_on_an_engine_socket_others_can_reach(
     (section,) = [s for s in report["sections"] if s["name"] == "engines"]
     assert {c["name"]: c["verdict"] for c in section["checks"]}["engines.0"] == "unsafe"
     assert code == 1
+
+
+def test_an_engine_without_a_welcome_still_serves() -> None:
+    quiet = FakeEngine(1)
+    quiet.welcome = None
+    pool = EnginePool([quiet, FakeEngine(2, model="a"), FakeEngine(3, model="b")])
+    assert pool.ready_count == 2  # the quiet one, and the lower-numbered of two models
+    assert pool.welcome is not None and pool.welcome.model_id == "a"
+
+
+def test_a_restarted_engine_is_no_longer_warm() -> None:
+    """Warm keys belong to an engine process: after a restart (another pid) its cache is cold,
+    so the key's calls go to the engine still warm for it."""
+    engines = [FakeEngine(1), FakeEngine(2)]
+    pool = EnginePool(engines)
+    key = affinity_key(TAXONOMY)
+    home = pool.order(key, 10)[0]
+    other = 1 - home
+
+    async def warm_both() -> None:
+        engines[home].hold = asyncio.Event()
+        first = asyncio.ensure_future(pool.classify(TAXONOMY, ["a" * 400]))
+        await asyncio.sleep(0.01)
+        await pool.classify(TAXONOMY, ["b" * 400])  # the home is busy: the other one
+        engines[home].hold.set()
+        await first
+
+    run(warm_both())
+    assert engines[other].calls == [["b" * 400]]
+    engines[home].hold = None
+    engines[home].welcome = Welcome(1, 99, "m", "llada", "torch", Isolation(True, True, True, "-"))
+    for _ in range(4):
+        assert pool.order(key, 10)[0] == other
