@@ -209,7 +209,7 @@ class EngineSettings:
             )
         if self.engines != 1:
             raise SettingsError(
-                "--engines / TACET_ENGINES counts engines the gateway spawns; with "
+                "--engines / TACET_ENGINES counts the engines to spawn; with "
                 "TACET_ENGINE_SOCKET(S) the engines are the sockets listed"
             )
         if len(paths) > MAX_ENGINES:
