@@ -7,7 +7,8 @@ non-dumpable, no core dumps), the same socket rules (directory 0700, socket 0600
 uid only) and protocol, but it does not die with its parent. The gateway (`tacet serve`) and the
 bulk worker (`tacet worker`) connect to it when `TACET_ENGINE_SOCKET` names its socket, instead
 of spawning an engine of their own; both are served by one loop, so their documents share
-batches on one GPU.
+batches on one GPU. A host with N GPUs runs N of them (`tacet-engine@0..N-1`, each with
+CUDA_VISIBLE_DEVICES set to its GPU and its own socket), listed in `TACET_ENGINE_SOCKETS`.
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ use `POST /v1/jobs` instead. Submit and cancel append an audit event (metadata o
 
 `tacet worker` leases shards from the queue (`TACET_JOBS_QUEUE_URL` names an SQS queue; unset,
 the local table in the database), classifies them with its own engine process (`--model`, or
-`TACET_MODEL`), and writes the parts and the manifest to S3 (endpoint and credentials from the
-AWS environment). SIGTERM/SIGINT stop it after the shard in hand; a SIGKILL loses nothing but
-time: the shard's lease runs out and another worker (or this one, restarted) redoes it.
+`TACET_MODEL`; `--engines N` for N of them) or the host's engine units (`TACET_ENGINE_SOCKETS`,
+one per GPU, one batch in flight per engine), and writes the parts and the manifest to S3
+(endpoint and credentials from the AWS environment). SIGTERM/SIGINT stop it after the shard in
+hand; a SIGKILL loses nothing but time: the shard's lease runs out and another worker (or this
+one, restarted) redoes it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,38 +143,44 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from gateway.engine_client import ConnectedEngine, InProcessEngine, SupervisedEngine
+    from gateway.engine_client import InProcessEngine
+    from gateway.engine_pool import build_engines
     from gateway.jobs import JobStore, QueueSettings, Worker, WorkerSettings, open_queue
     from gateway.jobs.s3io import s3_client
     from gateway.logging import configure_logging
-    from gateway.settings import EngineSettings, LimitSettings
+    from gateway.settings import EngineSettings, LimitSettings, SettingsError
 
     configure_logging("info")
     engine_settings = EngineSettings.from_env(os.environ)
+    if args.engines is not None:
+        engine_settings = replace(engine_settings, engines=args.engines)
     model_dir = args.model or engine_settings.model_dir
-    connect = engine_settings.socket  # the host's engine unit (`tacet engine`)
-    if connect is not None and (args.model or args.in_process):
-        raise _CliError("TACET_ENGINE_SOCKET is set: the engine there has its model already")
-    if model_dir is None and connect is None:
+    connect = engine_settings.socket_paths()  # the host's engine units (`tacet engine`)
+    if connect and (args.model or args.in_process):
+        raise _CliError("TACET_ENGINE_SOCKET(S) is set: the engines there have their model")
+    if model_dir is None and not connect:
         raise _CliError("no model: pass --model PATH (or set TACET_MODEL or TACET_ENGINE_SOCKET)")
+    engine_settings = replace(engine_settings, model_dir=None if connect else model_dir)
+    try:
+        engine_settings.validate(dev=False)
+    except SettingsError as exc:
+        raise _CliError(str(exc)) from None
     settings = WorkerSettings(
         wait_s=args.wait,
         batch_documents=args.batch,
         max_document_bytes=LimitSettings.from_env(os.environ).max_document_bytes,
         idle_exit_s=args.idle_exit,
         max_receives=QueueSettings.from_env().max_receives,
+        # One engine call in flight per engine, so every engine (GPU) of the host has work.
+        parallel_calls=len(connect) or engine_settings.engines,
     )
     store = await _open(args)
     runtime_dir = Path(tempfile.mkdtemp(prefix="tacet-worker-"))  # 0700 by construction
     engine: Any
-    if connect is not None:
-        engine = ConnectedEngine(socket_path=connect)
-    elif args.in_process:
+    if args.in_process:
         engine = InProcessEngine(model_dir=model_dir, device=engine_settings.device)
     else:
-        engine = SupervisedEngine(
-            model_dir=model_dir, runtime_dir=runtime_dir, device=engine_settings.device
-        )
+        engine = build_engines(engine_settings, runtime_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -224,6 +233,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--in-process", action="store_true",
                         help="run the engine in this process (no isolation; tests and demos)")
     worker.add_argument("--batch", type=int, default=64, help="documents per engine call")
+    worker.add_argument("--engines", type=int, default=None,
+                        help="engine processes to spawn (default 1, env TACET_ENGINES); "
+                        "with TACET_ENGINE_SOCKETS: the engines listed")
     worker.add_argument("--wait", type=float, default=5.0, help="queue long-poll seconds")
     worker.add_argument("--idle-exit", type=float, default=None,
                         help="exit after this many seconds without a message")

@@ -2,7 +2,8 @@
 
 Process tree: `tacet serve` becomes granian's main process (it binds the TLS socket and answers
 signals); one granian worker runs the Litestar app, whose lifespan starts the engine process
-through `SupervisedEngine`. Signals to the main process:
+through `SupervisedEngine` (`--engines N`: N of them behind an `EnginePool`; with
+`TACET_ENGINE_SOCKETS` it connects to engine units instead). Signals to the main process:
 - SIGTERM / SIGINT: the worker stops accepting, drains in-flight requests, then the app's
   lifespan stops the engine (graceful shutdown).
 - SIGHUP: granian starts a new worker (which re-reads the TLS certificate and key), waits, then
@@ -54,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", type=Path, help="model directory (default: the bundled demo model)"
     )
+    parser.add_argument(
+        "--engines", type=int,
+        help="engine processes to spawn and supervise, calls spread over them (default 1; env "
+        "TACET_ENGINES); with TACET_ENGINE_SOCKETS the engines run as units of their own",
+    )
     parser.add_argument("--dev", action="store_true", help="embedded default: local CA, dev key")
     parser.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM, PKCS#8)")
@@ -98,7 +104,11 @@ def settings_from_args(
         unsafe_tls12=args.unsafe_tls12 or base.tls.unsafe_tls12,
         disabled=base.tls.disabled,
     )
-    engine = replace(base.engine, model_dir=args.model or base.engine.model_dir)
+    engine = replace(
+        base.engine,
+        model_dir=args.model or base.engine.model_dir,
+        engines=base.engine.engines if getattr(args, "engines", None) is None else args.engines,
+    )
     return replace(
         base,
         data_dir=args.data_dir or base.data_dir,
@@ -175,11 +185,11 @@ def prepare(settings: ServeSettings, say: Any = print) -> tuple[ServeSettings, P
     except PepperError as exc:
         raise SettingsError(str(exc)) from None
     demo = bundled_demo_model()
-    if settings.engine.model_dir is None and settings.engine.socket is None and demo:
+    if settings.engine.model_dir is None and not settings.engine.socket_paths() and demo:
         say(f"no --model given: serving the bundled demo model ({demo / 'README.md'}: Debian "
             "sections, trained by recipes/; a demonstration, not a production model)")
         settings = replace(settings, engine=replace(settings.engine, model_dir=demo))
-    if settings.engine.model_dir is None and settings.engine.socket is None:
+    if settings.engine.model_dir is None and not settings.engine.socket_paths():
         model_dir = data_dir / TINY_MODEL_SUBDIR
         if not (model_dir / "config.json").is_file():
             from engine.testing import write_tiny_checkpoint

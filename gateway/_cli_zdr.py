@@ -1,10 +1,11 @@
 """`tacet zdr report`: the effective retention posture, as a table or JSON, failing when unsafe.
 
-The report is a list of sections (host, engine, then the gateway configuration: logging,
-tracing, metrics, storage, TLS; more plug in through `SECTION_BUILDERS`). Each section is a
-list of `compliance.host.Check` results. The command exits 1 when an enforced section holds an
-`unsafe` check, so it can gate a deployment; `unknown` (a setting that could not be read, e.g.
-in a container) fails only with `--strict`.
+The report is a list of sections (host, engine, then the gateway configuration: engines (each
+engine socket, or the processes serve spawns), logging, tracing, metrics, storage, TLS; more
+plug in through `SECTION_BUILDERS`). Each section is a list of `compliance.host.Check`
+results. The command exits 1 when an enforced section holds an `unsafe` check, so it can gate
+a deployment; `unknown` (a setting that could not be read, e.g. in a container) fails only
+with `--strict`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Gateway sections of `tacet zdr report`: logging, tracing, metrics, storage and TLS.
+"""Gateway sections of `tacet zdr report`: engines, logging, tracing, metrics, storage and TLS.
 
 Each section reads the same environment `tacet serve` reads (`ServeSettings.from_env`), so the
 report shows what a start from this shell would run with. A setting that `tacet serve` refuses
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from compliance.host import Check, Verdict
@@ -114,6 +115,48 @@ def storage_checks(settings: ServeSettings, env: Mapping[str, str]) -> list[Chec
     ]
 
 
+def _socket_check(name: str, path: Path) -> Check:
+    """One engine socket: there, a socket, and reachable by its owner only (socket and folder)."""
+    try:
+        socket_mode = path.stat().st_mode
+        folder_mode = stat.S_IMODE(path.parent.stat().st_mode)
+    except FileNotFoundError:
+        return Check(name, Verdict.UNKNOWN, f"{path}: not there (is the engine running?)")
+    except OSError as exc:
+        return Check(name, Verdict.UNKNOWN, f"{path}: cannot stat: {type(exc).__name__}")
+    if not stat.S_ISSOCK(socket_mode):
+        return Check(name, Verdict.UNSAFE, f"{path}: not a Unix socket")
+    mode = stat.S_IMODE(socket_mode)
+    if mode & 0o077 or folder_mode & 0o077:
+        return Check(
+            name, Verdict.UNSAFE,
+            f"{path}: socket {mode:04o} in a {folder_mode:04o} folder: others could connect",
+        )
+    return Check(name, Verdict.OK, f"{path}: socket {mode:04o} in a {folder_mode:04o} folder")
+
+
+def engine_checks(settings: ServeSettings, env: Mapping[str, str]) -> list[Check]:
+    """The engines calls are spread over: each unit's socket, or the processes serve spawns."""
+    engine = settings.engine
+    try:
+        engine.validate(dev=True)
+    except SettingsError as exc:
+        return [Check("engines.settings", Verdict.UNKNOWN, f"invalid setting: {exc}")]
+    paths = engine.socket_paths()
+    if not paths:
+        count = engine.engines
+        return [Check(
+            "engines.count", Verdict.OK,
+            f"{count} engine process{'es' if count > 1 else ''} spawned and supervised by "
+            "tacet serve (private network namespace, not dumpable, socket 0600 in a 0700 "
+            "folder under TMPDIR)",
+        )]
+    variable = "TACET_ENGINE_SOCKETS" if engine.sockets else "TACET_ENGINE_SOCKET"
+    checks = [Check("engines.count", Verdict.OK, f"{len(paths)} engine unit(s) at {variable}")]
+    checks += [_socket_check(f"engines.{i}", path) for i, path in enumerate(paths)]
+    return checks
+
+
 def tls_checks(settings: ServeSettings, env: Mapping[str, str]) -> list[Check]:
     tls = settings.tls
     if tls.cert is not None:
@@ -135,6 +178,7 @@ def tls_checks(settings: ServeSettings, env: Mapping[str, str]) -> list[Check]:
 
 _Builder = Callable[[ServeSettings, Mapping[str, str]], list[Check]]
 CONFIG_SECTIONS: tuple[tuple[str, _Builder], ...] = (
+    ("engines", engine_checks),
     ("logging", logging_checks),
     ("tracing", tracing_checks),
     ("metrics", metrics_checks),

@@ -418,7 +418,8 @@ async def healthz() -> Health:
 
 @get("/readyz", operation_id="readyz", opt={"exclude_from_auth": True}, tags=["health"])
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
-    """200 only while the engine is ready; 503 problem (with Retry-After) otherwise."""
+    """200 while an engine is ready (one of several is enough); 503 problem (with Retry-After)
+    otherwise."""
     gateway: _Gateway = request.app.state.gateway
     if not gateway.engine.ready:
         return problems.problem_response(request, problems.EngineDown)
@@ -733,7 +734,7 @@ async def _import_dev_taxonomies(keys: Any, extra_dirs: tuple[Path, ...]) -> Non
 
 def app_from_settings(settings: ServeSettings) -> Litestar:
     """Build the app inside granian's worker: key store, taxonomies, and the supervised engine
-    process (or a connection to the engine unit at `TACET_ENGINE_SOCKET`)."""
+    process(es) (or connections to the engine units at `TACET_ENGINE_SOCKET(S)`)."""
     configure_logging(settings.log.level)  # in the worker too: the allowlist applies to every line
     telemetry = configure_telemetry(settings.telemetry)  # export off unless TACET_OTEL_EXPORTER
     import os
@@ -742,27 +743,17 @@ def app_from_settings(settings: ServeSettings) -> Litestar:
     from gateway._stream import StreamSettings
     from gateway.apikeys import load_peppers
     from gateway.auth import StoreKeyStore
-    from gateway.engine_client import ConnectedEngine, SupervisedEngine  # lazy
+    from gateway.engine_pool import build_engines  # lazy
     from gateway.store import database_url
     from gateway.taxonomies import DatabaseTaxonomyStore
 
+    # The supervised engine process(es), or connections to the engine units (one per GPU).
     runtime_dir: Path | None = None
-    engine: EngineClient
-    if settings.engine.socket is not None:  # an engine unit of its own (`tacet engine`)
-        engine = ConnectedEngine(
-            socket_path=settings.engine.socket,
-            max_queued_documents=settings.engine.max_queued_documents,
-        )
-    else:
+    if not settings.engine.socket_paths():
         if settings.engine.model_dir is None:
             raise ValueError("no model directory: `tacet serve` resolves it before starting")
         runtime_dir = Path(tempfile.mkdtemp(prefix="tacet-engine-"))  # 0700 by construction
-        engine = SupervisedEngine(
-            model_dir=settings.engine.model_dir,
-            runtime_dir=runtime_dir,
-            max_queued_documents=settings.engine.max_queued_documents,
-            device=settings.engine.device,
-        )
+    engine = build_engines(settings.engine, runtime_dir)
     peppers = load_peppers(os.environ, data_dir=settings.data_dir, dev=settings.dev)
     keys = StoreKeyStore(database_url(settings.data_dir, os.environ), peppers)
     app = create_app(

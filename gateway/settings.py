@@ -154,6 +154,9 @@ class LimitSettings:
                 raise SettingsError(f"{name} must be a positive integer")
 
 
+MAX_ENGINES = 64  # engines per gateway; a host has at most a few GPUs per engine anyway
+
+
 @dataclass(frozen=True)
 class TenantLimitSettings:
     """How gateways sharing one PostgreSQL count per-tenant limits together (issue 25;
@@ -186,42 +189,76 @@ class TenantLimitSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """The engine process the gateway starts and supervises, or the socket of one that runs on
-    its own (`TACET_ENGINE_SOCKET`)."""
+    """The engine processes the gateway starts and supervises (`engines` of them, one by
+    default), or the sockets of engines that run on their own (`TACET_ENGINE_SOCKET`, or
+    `TACET_ENGINE_SOCKETS` for one engine per GPU); calls are spread over them (EnginePool)."""
 
     model_dir: Path | None = None  # None with --dev: a tiny random checkpoint (labels are noise)
     device: str = "cpu"
-    max_queued_documents: int = 256  # beyond this, 429 with Retry-After
+    max_queued_documents: int = 256  # per engine; beyond this, 429 with Retry-After
     # An engine that runs on its own (`tacet engine`, its own unit): connect, never spawn.
     socket: Path | None = None
+    # Several such engines (`tacet-engine@N`, one per GPU): TACET_ENGINE_SOCKETS=a,b,...
+    sockets: tuple[Path, ...] = ()
+    # How many engine processes to spawn when no socket is given (--engines, TACET_ENGINES).
+    engines: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EngineSettings:
+        raw = env.get("TACET_ENGINE_SOCKETS") or ""
         return cls(
             model_dir=_env_path(env, "TACET_MODEL"),
             device=env.get("TACET_DEVICE") or "cpu",
             max_queued_documents=_env_int(env, "TACET_MAX_QUEUED_DOCUMENTS", 256),
             socket=_env_path(env, "TACET_ENGINE_SOCKET"),
+            sockets=tuple(Path(part.strip()) for part in raw.split(",") if part.strip()),
+            engines=_env_int(env, "TACET_ENGINES", 1),
         )
 
+    def socket_paths(self) -> tuple[Path, ...]:
+        """Every engine socket to connect to, in order; empty: spawn `engines` engines."""
+        return ((self.socket,) if self.socket is not None else ()) + self.sockets
+
     def validate(self, *, dev: bool) -> None:
-        if self.socket is not None:
-            if self.model_dir is not None:
-                raise SettingsError(
-                    "TACET_ENGINE_SOCKET and --model both given: the engine at the socket "
-                    "already has its model"
-                )
-            if not self.socket.is_absolute():
-                raise SettingsError("TACET_ENGINE_SOCKET must be an absolute path")
-            if self.max_queued_documents < 1:
-                raise SettingsError("TACET_MAX_QUEUED_DOCUMENTS must be a positive integer")
+        if self.max_queued_documents < 1:
+            raise SettingsError("TACET_MAX_QUEUED_DOCUMENTS must be a positive integer")
+        if not 1 <= self.engines <= MAX_ENGINES:
+            raise SettingsError(f"--engines / TACET_ENGINES must be between 1 and {MAX_ENGINES}")
+        if self.engines > 1 and self.device.startswith("cuda:"):
+            raise SettingsError(
+                "--engines with TACET_DEVICE=cuda:N: use TACET_DEVICE=cuda, engine i gets GPU i"
+            )
+        paths = self.socket_paths()
+        if paths:
+            self._validate_sockets(paths)
             return
         if self.model_dir is None and not dev:
             raise SettingsError("no model: pass --model PATH (TACET_MODEL), or --dev")
         if self.model_dir is not None and not (self.model_dir / "config.json").is_file():
             raise SettingsError(f"--model: {self.model_dir} has no config.json")
-        if self.max_queued_documents < 1:
-            raise SettingsError("TACET_MAX_QUEUED_DOCUMENTS must be a positive integer")
+
+    def _validate_sockets(self, paths: tuple[Path, ...]) -> None:
+        if self.socket is not None and self.sockets:
+            raise SettingsError(
+                "TACET_ENGINE_SOCKET and TACET_ENGINE_SOCKETS both given: list every engine "
+                "in TACET_ENGINE_SOCKETS"
+            )
+        if self.model_dir is not None:
+            raise SettingsError(
+                "TACET_ENGINE_SOCKET(S) and --model both given: the engine at the socket "
+                "already has its model"
+            )
+        if self.engines != 1:
+            raise SettingsError(
+                "--engines / TACET_ENGINES counts the engines to spawn; with "
+                "TACET_ENGINE_SOCKET(S) the engines are the sockets listed"
+            )
+        if len(paths) > MAX_ENGINES:
+            raise SettingsError(f"TACET_ENGINE_SOCKETS lists more than {MAX_ENGINES} engines")
+        if not all(path.is_absolute() for path in paths):
+            raise SettingsError("TACET_ENGINE_SOCKET(S) must be absolute paths")
+        if len(set(paths)) != len(paths):
+            raise SettingsError("TACET_ENGINE_SOCKETS lists a socket twice")
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -147,6 +147,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "Tenant-limit decisions (gateway.ratelimit), by outcome and where counted; no tenant",
         ("outcome", "limiter"),
     ),
+    MetricSpec(
+        "tacet.engines.ready", "tacet_engines_ready", "gauge", "{engine}",
+        "Engines ready to take calls (readyz is 200 while this is at least 1)", (),
+    ),
+    MetricSpec(
+        "tacet.engines.configured", "tacet_engines_configured", "gauge", "{engine}",
+        "Engines this gateway is configured with (sockets, or engines it spawns)", (),
+    ),
 )
 _BY_NAME = {spec.name: spec for spec in METRICS}
 
@@ -288,6 +296,11 @@ class Telemetry:
         meter = self._meter_provider.get_meter("tacet.gateway")
         self._engine: Any = None
         self._instruments: dict[str, Any] = {}
+        self._gauges = {
+            "tacet.engine.queue_depth": self._observe_queue,
+            "tacet.engines.ready": self._observe_ready,
+            "tacet.engines.configured": self._observe_configured,
+        }
         for spec in METRICS:
             if spec.kind == "histogram":
                 self._instruments[spec.name] = meter.create_histogram(
@@ -300,7 +313,7 @@ class Telemetry:
                 )
             elif spec.kind == "gauge":
                 meter.create_observable_gauge(
-                    spec.name, [self._observe_queue], spec.unit, spec.description
+                    spec.name, [self._gauges[spec.name]], spec.unit, spec.description
                 )
             else:
                 meter.create_observable_counter(
@@ -322,6 +335,15 @@ class Telemetry:
     def _observe_queue(self, _: CallbackOptions) -> Iterable[Observation]:
         if self._engine is not None:
             yield Observation(int(getattr(self._engine, "queued_documents", 0)))
+
+    def _observe_ready(self, _: CallbackOptions) -> Iterable[Observation]:
+        if self._engine is not None:  # an EnginePool counts its engines; one engine is 0 or 1
+            ready = getattr(self._engine, "ready_count", None)
+            yield Observation(int(self._engine.ready) if ready is None else int(ready))
+
+    def _observe_configured(self, _: CallbackOptions) -> Iterable[Observation]:
+        if self._engine is not None:
+            yield Observation(int(getattr(self._engine, "configured", 1)))
 
     def _observe_restarts(self, _: CallbackOptions) -> Iterable[Observation]:
         if self._engine is not None:

@@ -57,6 +57,9 @@ class WorkerSettings:
     # maxReceiveCount): when the last delivery of a shard fails, its job is marked failed
     # instead of waiting forever for a shard that went to the dead-letter queue.
     max_receives: int = 5
+    # Engine calls of one shard in flight at once: the engine count of an EnginePool (one GPU
+    # each), so a shard keeps every engine busy. Results do not depend on it.
+    parallel_calls: int = 1
 
 
 class _Cancelled(Exception):
@@ -209,6 +212,34 @@ class Worker:
 
     # -- the work -------------------------------------------------------------------------
 
+    @staticmethod
+    def _place(
+        out: list[dict[str, Any] | None],
+        records: list[_Record],
+        batch: list[int],
+        done: list[Any],
+        status: str,
+    ) -> None:
+        """One engine call's results into their records' output positions."""
+        by_index = {d.index: d for d in done}
+        for offset, position in enumerate(batch):
+            result = by_index[offset]
+            out[position] = {
+                "id": records[position].id,
+                "status": status,
+                "labels": [
+                    {"facet": x.facet, "label": x.label, "probability": x.probability}
+                    for x in result.labels
+                ],
+                "label_mass": result.label_mass,
+                "decode": {
+                    "mode": result.decode.mode,
+                    "forward_passes": result.decode.forward_passes,
+                    "exact": result.decode.exact,
+                    "truncated": result.decode.truncated,
+                },
+            }
+
     async def _taxonomy(self, tenant_id: str, name: str, version: str) -> Any:
         key = (tenant_id, f"{name}@{version}")
         if key not in self._taxonomies:
@@ -258,30 +289,25 @@ class Worker:
         taxonomy_doc = target.to_document()
         status = "rescored" if delta is not None else "scored"
         size = self.settings.batch_documents
-        for start in range(0, len(to_score), size):
-            batch = to_score[start : start + size]
-            if start and (await self.jobs.get_any(job.id) or job).state == CANCELLED:
+        batches = [to_score[start : start + size] for start in range(0, len(to_score), size)]
+        parallel = max(1, self.settings.parallel_calls)
+        for first in range(0, len(batches), parallel):
+            if first and (await self.jobs.get_any(job.id) or job).state == CANCELLED:
                 raise _Cancelled()
-            texts = [records[p].text or "" for p in batch]
-            done = await self.engine.classify(taxonomy_doc, texts, mode=spec.mode)
-            by_index = {d.index: d for d in done}
-            for offset, position in enumerate(batch):
-                result = by_index[offset]
-                out[position] = {
-                    "id": records[position].id,
-                    "status": status,
-                    "labels": [
-                        {"facet": x.facet, "label": x.label, "probability": x.probability}
-                        for x in result.labels
-                    ],
-                    "label_mass": result.label_mass,
-                    "decode": {
-                        "mode": result.decode.mode,
-                        "forward_passes": result.decode.forward_passes,
-                        "exact": result.decode.exact,
-                        "truncated": result.decode.truncated,
-                    },
-                }
+            window = batches[first : first + parallel]
+            # A failed call cancels its siblings (an Abort each), and the shard fails whole.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    calls = [
+                        group.create_task(self.engine.classify(
+                            taxonomy_doc, [records[p].text or "" for p in batch], mode=spec.mode
+                        ))
+                        for batch in window
+                    ]
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+            for batch, call in zip(window, calls, strict=True):
+                self._place(out, records, batch, call.result(), status)
         errors = sum(1 for r in records if r.error is not None)
         counts = ShardCounts(
             documents=len(records) - errors,

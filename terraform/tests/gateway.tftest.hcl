@@ -186,11 +186,12 @@ run "user_data_renders_every_contract_variable" {
       "TACET_QUEUE_URL=${var.queue_url}",
       "TACET_WEIGHTS_S3_URI=s3://tacet-weights/llada-8b",
       "TACET_VERSION=0.1.0",
+      "TACET_HOST_ENGINES=auto",
     ] : strcontains(output.user_data, line)])
     error_message = "Every template variable must reach the rendered user data."
   }
   assert {
-    condition = alltrue([for unit in ["tacet-gateway.service", "tacet-engine.service", "tacet-worker.service"] :
+    condition = alltrue([for unit in ["tacet-gateway.service", "tacet-engine@.service", "tacet-worker.service"] :
     strcontains(output.user_data, "/etc/systemd/system/${unit}")])
     error_message = "Every unit file must be written under /etc/systemd/system/."
   }
@@ -288,4 +289,54 @@ run "non_us_region_is_refused" {
   }
 
   expect_failures = [aws_launch_template.this]
+}
+
+run "one_engine_per_gpu_on_multi_gpu_types" {
+  command = plan
+  module { source = "./modules/gateway" }
+
+  variables {
+    instance_types = ["p5.48xlarge", "g6e.12xlarge", "g6e.xlarge", "p5.4xlarge", "p4d.24xlarge"]
+  }
+
+  assert {
+    condition = output.engines_per_instance == {
+      "p5.48xlarge" = 8, "g6e.12xlarge" = 4, "g6e.xlarge" = 1, "p5.4xlarge" = 1, "p4d.24xlarge" = 8
+    }
+    error_message = "Each GPU of an instance must get an engine."
+  }
+  assert {
+    condition     = strcontains(output.user_data, "TACET_HOST_ENGINES=auto")
+    error_message = "Hosts must start one engine per GPU they find (auto)."
+  }
+}
+
+run "single_engine_on_single_gpu_types" {
+  command = plan
+  module { source = "./modules/gateway" }
+
+  variables {
+    single_engine = true
+  }
+
+  assert {
+    condition     = strcontains(output.user_data, "TACET_HOST_ENGINES=1")
+    error_message = "single_engine must start exactly one engine per host."
+  }
+  assert {
+    condition     = values(output.engines_per_instance) == [1, 1]
+    error_message = "single_engine means one engine on every instance type."
+  }
+}
+
+run "single_engine_refuses_multi_gpu_types" {
+  command = plan
+  module { source = "./modules/gateway" }
+
+  variables {
+    single_engine  = true
+    instance_types = ["g6e.xlarge", "p5.48xlarge"]
+  }
+
+  expect_failures = [var.single_engine]
 }

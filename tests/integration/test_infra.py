@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,17 @@ REPO = Path(__file__).resolve().parents[2]
 UNITS_DIR = REPO / "infra" / "systemd"
 TEMPLATE = REPO / "infra" / "cloud-init" / "gateway.yaml.tftpl"
 
-# Exposure ceilings (issue 10): gateway 1.5, engine and worker 1.0, on systemd's 0-100 scale.
-THRESHOLDS = {"tacet-gateway.service": 15, "tacet-engine.service": 10, "tacet-worker.service": 10}
+# The unit files: the engine is a template, one instance per GPU (tacet-engine@0, @1, ...).
+UNIT_FILES = ("tacet-engine@.service", "tacet-gateway.service", "tacet-worker.service")
+# Exposure ceilings (issue 10): gateway 1.5, engine and worker 1.0, on systemd's 0-100 scale;
+# the engine as instances 0 and 7 (the GPU number is in paths and CUDA_VISIBLE_DEVICES only).
+THRESHOLDS = {
+    "tacet-gateway.service": 15,
+    "tacet-engine@0.service": 10,
+    "tacet-engine@7.service": 10,
+    "tacet-worker.service": 10,
+}
+ENGINE_UNIT = UNITS_DIR / "tacet-engine@.service"
 
 EXAMPLE = {
     "region": "us-east-1",
@@ -48,6 +58,7 @@ EXAMPLE = {
     "queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/tacet-shards",
     "weights_s3_uri": "s3://tacet-weights-example/llada-8b/",
     "tacet_version": "0.1.0",
+    "engines": "auto",
 }
 
 # Mirrors terraform/modules/gateway: units = every infra/systemd/*.service, by file name.
@@ -125,7 +136,7 @@ def units_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_unit_folder_holds_the_contract_units() -> None:
-    assert sorted(p.name for p in UNITS_DIR.glob("*.service")) == sorted(THRESHOLDS)
+    assert sorted(p.name for p in UNITS_DIR.glob("*.service")) == sorted(UNIT_FILES)
 
 
 @pytest.mark.parametrize("unit", sorted(THRESHOLDS))
@@ -136,11 +147,9 @@ def test_unit_passes_verify(units_root: Path, unit: str) -> None:
 
 
 def test_verify_rejects_a_misspelt_setting(tmp_path: Path) -> None:
-    broken = (
-        (UNITS_DIR / "tacet-engine.service").read_text().replace("ProtectSystem=", "ProtectSytem=")
-    )
-    root = make_root(tmp_path, {"/etc/systemd/system/broken.service": (broken, 0o644)})
-    result = analyze(root, "verify", "--recursive-errors=no", "--man=no", "broken.service")
+    broken = ENGINE_UNIT.read_text().replace("ProtectSystem=", "ProtectSytem=")
+    root = make_root(tmp_path, {"/etc/systemd/system/broken@.service": (broken, 0o644)})
+    result = analyze(root, "verify", "--recursive-errors=no", "--man=no", "broken@0.service")
     assert result.returncode != 0
     assert "ProtectSytem" in result.stderr
 
@@ -174,7 +183,7 @@ def security_items(root: Path, unit: str) -> dict[str, dict[str, Any]]:
 
 
 def test_engine_has_no_network_and_gateway_keeps_its_port(units_root: Path) -> None:
-    engine = security_items(units_root, "tacet-engine.service")
+    engine = security_items(units_root, "tacet-engine@0.service")
     assert engine["PrivateNetwork="]["set"] is True
     assert engine["RestrictAddressFamilies=~AF_(INET|INET6)"]["set"] is True
     assert engine["RestrictAddressFamilies=~AF_PACKET"]["set"] is True
@@ -188,7 +197,7 @@ def test_engine_has_no_network_and_gateway_keeps_its_port(units_root: Path) -> N
 
 
 def test_engine_relaxations_are_justified_in_comments() -> None:
-    text = (UNITS_DIR / "tacet-engine.service").read_text()
+    text = ENGINE_UNIT.read_text()
     comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     for relaxed in ("PrivateDevices=no", "ProcSubset=all", "MemoryDenyWriteExecute=no"):
         assert re.search(rf"^{re.escape(relaxed)}$", text, flags=re.M), relaxed
@@ -289,6 +298,7 @@ def test_template_carries_the_settings(written: dict[str, dict[str, str]]) -> No
     assert env["TACET_QUEUE_URL"] == EXAMPLE["queue_url"]
     assert env["TACET_WEIGHTS_S3_URI"] == EXAMPLE["weights_s3_uri"]
     assert env["TACET_VERSION"] == EXAMPLE["tacet_version"]
+    assert env["TACET_HOST_ENGINES"] == "auto"
     dropin = written["/etc/systemd/system/tacet-gateway.service.d/50-deployment.conf"]["content"]
     assert re.findall(r"^IPAddressAllow=(\S+)$", dropin, flags=re.M) == EXAMPLE["allowed_cidrs"]
     assert re.findall(r"^SocketBindAllow=(.*)$", dropin, flags=re.M) == ["", "tcp:9443"]
@@ -306,8 +316,16 @@ def test_template_enables_and_starts_the_units(cloud_config: dict[str, Any]) -> 
     commands = [" ".join(map(str, command)) for command in cloud_config["runcmd"]]
     enable = next(c for c in commands if c.startswith("systemctl enable"))
     start = next(c for c in commands if c.startswith("systemctl start"))
-    for unit in [*THRESHOLDS, "tacet-host.service"]:
+    for unit in ("tacet-gateway.service", "tacet-worker.service", "tacet-host.service"):
         assert unit in enable and unit in start
+    # The engines are started at every boot by tacet-host.service, one per GPU found then.
+    assert "tacet-engine" not in enable and "tacet-engine" not in start
+    host = written_unit(cloud_config, "/etc/systemd/system/tacet-host.service")
+    assert "ExecStart=/usr/local/sbin/tacet-engines-start" in host
+
+
+def written_unit(cloud_config: dict[str, Any], path: str) -> str:
+    return next(e["content"] for e in cloud_config["write_files"] if e["path"] == path)
 
 
 def test_rendered_user_data_fits_ec2_limit(rendered: str) -> None:
@@ -319,9 +337,11 @@ def test_template_scripts_pass_shellcheck(
     written: dict[str, dict[str, str]], tmp_path: Path
 ) -> None:
     scripts = {p: e["content"] for p, e in written.items() if e["content"].startswith("#!")}
-    assert {"/usr/local/sbin/tacet-zdr-baseline", "/usr/local/sbin/tacet-host-prepare"} <= set(
-        scripts
-    )
+    assert {
+        "/usr/local/sbin/tacet-zdr-baseline",
+        "/usr/local/sbin/tacet-host-prepare",
+        "/usr/local/sbin/tacet-engines-start",
+    } <= set(scripts)
     files = []
     for path, text in scripts.items():
         target = tmp_path / Path(path).name
@@ -374,3 +394,140 @@ def test_rendered_baseline_reads_safe(rendered_root: Path) -> None:
         (rendered_root / rel).write_text(text)
     checks = check_host(rendered_root)
     assert all(c.verdict is Verdict.OK for c in checks), checks
+
+
+# ---- one engine per GPU: tacet-engines-start, run on fake GPU counts ----
+
+FAKE_SYSTEMCTL = '#!/bin/sh\nprintf "%s\\n" "$*" >>"$SYSTEMCTL_LOG"\n'
+
+
+def fake_nvidia_smi(gpus: int) -> str:
+    lines = "".join(
+        f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i:08d}-0000-0000-0000-000000000000)\\n"
+        for i in range(gpus)
+    )
+    return f"#!/bin/sh\nprintf '{lines}'\n"
+
+
+@dataclass
+class EnginesStart:
+    returncode: int
+    output: str
+    started: list[str]  # units given to `systemctl start --no-block`
+    dropins: dict[str, str]  # unit -> 60-engines.conf text
+
+
+def run_engines_start(
+    tmp: Path,
+    written: dict[str, dict[str, str]],
+    *,
+    gpus: int | None,
+    engines: str = "auto",
+    dev_nodes: tuple[str, ...] = (),
+) -> EnginesStart:
+    """The rendered script with a fake `nvidia-smi` (None: none installed), a fake `systemctl`
+    and a /dev holding `dev_nodes`."""
+    bin_dir, run_dir, dev_dir = tmp / "bin", tmp / "run", tmp / "dev"
+    for folder in (bin_dir, run_dir, dev_dir):
+        folder.mkdir(parents=True)
+    for node in dev_nodes:
+        (dev_dir / node).write_text("")
+    script = tmp / "tacet-engines-start"
+    script.write_text(written["/usr/local/sbin/tacet-engines-start"]["content"])
+    env_file = tmp / "tacet.env"
+    env_text = written["/etc/tacet/tacet.env"]["content"]
+    env_file.write_text(re.sub(r"^TACET_HOST_ENGINES=.*$", f"TACET_HOST_ENGINES={engines}",
+                               env_text, flags=re.M))
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    if gpus is not None:
+        (bin_dir / "nvidia-smi").write_text(fake_nvidia_smi(gpus))
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    log = tmp / "systemctl.log"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin", "SYSTEMCTL_LOG": str(log),
+        "TACET_ENV_FILE": str(env_file), "TACET_UNIT_RUNTIME": str(run_dir),
+        "TACET_DEV_DIR": str(dev_dir),
+    }
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True,
+                            timeout=30)
+    calls = log.read_text().splitlines() if log.exists() else []
+    started = [c.split()[-1] for c in calls if c.startswith("start --no-block ")]
+    dropins = {p.parent.name[:-2]: p.read_text() for p in run_dir.glob("*.d/60-engines.conf")}
+    if result.returncode == 0:
+        assert calls[0] == "daemon-reload"
+    return EnginesStart(result.returncode, result.stdout + result.stderr, started, dropins)
+
+
+def sockets_of(dropin: str) -> list[str]:
+    (line,) = re.findall(r"^Environment=TACET_ENGINE_SOCKETS=(\S+)$", dropin, flags=re.M)
+    return line.split(",")
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 8])
+def test_engines_start_one_engine_per_gpu(
+    tmp_path: Path, written: dict[str, dict[str, str]], gpus: int
+) -> None:
+    run = run_engines_start(tmp_path, written, gpus=gpus)
+    assert run.returncode == 0, run.output
+    units = [f"tacet-engine@{i}.service" for i in range(gpus)]
+    assert run.started == units
+    for client in ("tacet-gateway.service", "tacet-worker.service"):
+        dropin = run.dropins[client]
+        assert sockets_of(dropin) == [f"/run/tacet-engine-{i}/engine.sock" for i in range(gpus)]
+        assert f"Wants={' '.join(units)}" in dropin
+    assert "Environment=TACET_DEVICE=cuda" in run.dropins["tacet-engine@.service"]
+
+
+def test_engines_start_one_cpu_engine_without_a_gpu(
+    tmp_path: Path, written: dict[str, dict[str, str]]
+) -> None:
+    run = run_engines_start(tmp_path, written, gpus=None)
+    assert run.returncode == 0, run.output
+    assert run.started == ["tacet-engine@0.service"]
+    assert sockets_of(run.dropins["tacet-gateway.service"]) == ["/run/tacet-engine-0/engine.sock"]
+    assert "Environment=TACET_DEVICE=cpu" in run.dropins["tacet-engine@.service"]
+
+
+def test_engines_start_counts_device_nodes_without_nvidia_smi(
+    tmp_path: Path, written: dict[str, dict[str, str]]
+) -> None:
+    nodes = ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-modeset")
+    run = run_engines_start(tmp_path, written, gpus=None, dev_nodes=nodes)
+    assert run.returncode == 0, run.output
+    assert run.started == [f"tacet-engine@{i}.service" for i in range(3)]
+    assert "Environment=TACET_DEVICE=cuda" in run.dropins["tacet-engine@.service"]
+
+
+def test_single_engine_setting_starts_one_engine_on_a_multi_gpu_host(
+    tmp_path: Path, written: dict[str, dict[str, str]]
+) -> None:
+    run = run_engines_start(tmp_path, written, gpus=8, engines="1")
+    assert run.returncode == 0, run.output
+    assert run.started == ["tacet-engine@0.service"]
+    assert "some stay idle" in run.output
+
+
+@pytest.mark.parametrize("engines", ["4", "many", ""])
+def test_engines_start_refuses_a_bad_count(
+    tmp_path: Path, written: dict[str, dict[str, str]], engines: str
+) -> None:
+    run = run_engines_start(tmp_path, written, gpus=2, engines=engines)
+    assert run.returncode != 0
+    assert run.started == []
+
+
+def test_engine_instances_with_boot_dropins_verify_and_stay_within_threshold(
+    tmp_path_factory: pytest.TempPathFactory, written: dict[str, dict[str, str]]
+) -> None:
+    """Everything cloud-init writes plus what the script writes at boot on an 8-GPU host."""
+    run = run_engines_start(tmp_path_factory.mktemp("boot"), written, gpus=8)
+    files = {p: (e["content"], int(e.get("permissions", "0644"), 8)) for p, e in written.items()}
+    for unit, text in run.dropins.items():
+        files[f"/run/systemd/system/{unit}.d/60-engines.conf"] = (text, 0o644)
+    root = make_root(tmp_path_factory.mktemp("boot-root"), files)
+    for unit in ("tacet-gateway.service", "tacet-worker.service", "tacet-engine@5.service"):
+        result = analyze(root, "verify", "--recursive-errors=no", "--man=no", unit)
+        assert result.returncode == 0, result.stdout + result.stderr
+    code, score = exposure(root, "tacet-engine@5.service", 10)
+    assert code == 0 and score <= 1.0

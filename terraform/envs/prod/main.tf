@@ -119,6 +119,7 @@ module "gateway" {
   s3_prefix_list_id            = module.network.s3_prefix_list_id
   ami_id                       = var.ami_id
   instance_types               = var.instance_types
+  single_engine                = var.single_engine
   min_size                     = var.min_size
   max_size                     = var.max_size
   desired_capacity             = var.desired_capacity

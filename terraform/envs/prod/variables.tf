@@ -73,6 +73,12 @@ variable "instance_types" {
   default     = ["g6e.xlarge", "g6e.2xlarge"]
 }
 
+variable "single_engine" {
+  description = "One engine per host instead of one per GPU; then only single-GPU instance types are accepted."
+  type        = bool
+  default     = false
+}
+
 variable "min_size" {
   description = "Fewest gateway instances."
   type        = number

@@ -9,7 +9,21 @@ locals {
   us_regions     = ["us-east-1", "us-east-2", "us-west-1", "us-west-2"]
   listener_port  = 443
   postgres_port  = 5432
-  required_units = ["tacet-engine.service", "tacet-gateway.service", "tacet-worker.service"]
+  required_units = ["tacet-engine@.service", "tacet-gateway.service", "tacet-worker.service"]
+
+  # GPUs per instance type (README: which types fit which model size). Each GPU runs one engine
+  # (tacet-engine@N) holding a whole copy of the model: data parallel, no tensor parallelism.
+  gpus_per_instance = {
+    for t in var.instance_types : t => (
+      can(regex("^(p4d|p4de|p5e|p5en)\\.", t)) ? 8 :
+      t == "p5.48xlarge" ? 8 :
+      can(regex("^p5\\.", t)) ? 1 :
+      can(regex("\\.(12|24)xlarge$", t)) ? 4 :
+      can(regex("\\.48xlarge$", t)) ? 8 : 1
+    )
+  }
+  # auto: one engine per GPU found at boot; single_engine: exactly one.
+  host_engines = var.single_engine ? "1" : "auto"
 
   # Contract with infra/: the template and the unit files live there, next to the host baseline.
   template_path = coalesce(var.user_data_template_path, "${path.module}/../../../infra/cloud-init/gateway.yaml.tftpl")
@@ -28,6 +42,7 @@ locals {
     queue_url               = var.queue_url
     weights_s3_uri          = var.weights_s3_uri
     tacet_version           = var.tacet_version
+    engines                 = local.host_engines
     units                   = local.units
   })
 
@@ -182,7 +197,7 @@ resource "aws_launch_template" "this" {
     }
     precondition {
       condition     = alltrue([for u in local.required_units : contains(keys(local.units), u)])
-      error_message = "The systemd units folder must hold tacet-gateway.service, tacet-engine.service and tacet-worker.service."
+      error_message = "The systemd units folder must hold tacet-gateway.service, tacet-engine@.service and tacet-worker.service."
     }
     precondition {
       condition     = ceil(length(local.user_data_b64) * 3 / 4) <= 16384

@@ -42,3 +42,8 @@ output "user_data" {
   description = "Rendered cloud-init document (ARNs and names only, no secret values)."
   value       = local.user_data
 }
+
+output "engines_per_instance" {
+  description = "Engines each instance type runs (one per GPU, or 1 with single_engine)."
+  value       = { for t, gpus in local.gpus_per_instance : t => var.single_engine ? 1 : gpus }
+}

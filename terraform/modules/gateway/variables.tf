@@ -91,6 +91,17 @@ variable "instance_types" {
   }
 }
 
+variable "single_engine" {
+  description = "Run one engine per host instead of one per GPU. Then only single-GPU instance types are accepted: on a multi-GPU type all GPUs but one would be paid for and idle."
+  type        = bool
+  default     = false
+
+  validation {
+    condition     = !var.single_engine || alltrue([for t in var.instance_types : local.gpus_per_instance[t] == 1])
+    error_message = "single_engine = true runs one engine on one GPU: instance_types may hold only single-GPU types (g5/g6/g6e up to 16xlarge, p5.4xlarge), not 4- or 8-GPU ones."
+  }
+}
+
 variable "min_size" {
   description = "Fewest instances in the group."
   type        = number
